@@ -1,0 +1,106 @@
+"""`GradientCaptureCallback`: keep what LESS needs at every Trainer save."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.utils import logging
+
+from .optimizer_state import CAPTURE_DIR, canonical_name, check_adam, moments_from_optimizer
+
+logger = logging.get_logger(__name__)
+
+
+def _base_model_path(model: Any) -> str | None:
+    config = getattr(model, "peft_config", None)
+    if config:
+        first = next(iter(config.values()))
+        if getattr(first, "base_model_name_or_path", None):
+            return first.base_model_name_or_path
+    inner = getattr(model, "config", None)
+    return getattr(inner, "_name_or_path", None)
+
+
+class GradientCaptureCallback(TrainerCallback):
+    """Add to any `Trainer` / TRL `SFTTrainer` training a peft LoRA model with Adam(W)::
+
+        trainer = SFTTrainer(model, args=args, train_dataset=ds, peft_config=lora, callbacks=[GradientCaptureCallback()])
+
+    At every save it writes ``checkpoint-N/less_hf/`` (atomically) holding:
+
+    - ``moments.safetensors``: ``exp_avg`` and ``exp_avg_sq`` of every trainable parameter, keyed by parameter name;
+    - ``state.json``: optimizer step, betas, eps, every learning rate used since the previous save and their mean
+      (η̄ for this checkpoint), the base model, the adapter config, the trainable parameter names and the seed.
+
+    Only the main process writes under `accelerate launch`. A non-Adam optimizer fails at train start.
+
+    Args:
+        base_model_name_or_path: recorded so selection can rebuild the model; defaults to what peft recorded.
+        adapter_name: the peft adapter being trained.
+    """
+
+    def __init__(self, base_model_name_or_path: str | None = None, adapter_name: str = "default") -> None:
+        self.base_model_name_or_path = base_model_name_or_path
+        self.adapter_name = adapter_name
+        self._lrs: list[float] = []
+        self._steps: list[int] = []
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        optimizer = kwargs.get("optimizer")
+        if optimizer is None:
+            raise ValueError("GradientCaptureCallback needs the Trainer's optimizer; none was passed to the callback.")
+        check_adam(optimizer)
+        if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+            raise ValueError(
+                "GradientCaptureCallback reads full Adam moments on the main process; DeepSpeed/FSDP shard them. Run "
+                "the warmup with plain DDP (`accelerate launch` without deepspeed/fsdp) — LoRA moments are small."
+            )
+        model = kwargs.get("model")
+        if model is not None and not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("The model has no trainable parameters; wrap it with peft LoRA before training.")
+        self._lrs, self._steps = [], []
+
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                          **kwargs: Any) -> None:
+        # Called after optimizer.step() and before lr_scheduler.step(): param_groups hold the lr just used.
+        optimizer = kwargs["optimizer"]
+        self._lrs.append(float(optimizer.param_groups[0]["lr"]))
+        self._steps.append(state.global_step + 1)
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            self._lrs, self._steps = [], []
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not checkpoint.is_dir():
+            logger.warning("GradientCaptureCallback: %s not found after save; nothing captured.", checkpoint)
+            return
+        model, optimizer = kwargs["model"], kwargs["optimizer"]
+        moments = moments_from_optimizer(optimizer, model, self.adapter_name)
+        peft_config = getattr(model, "peft_config", {}).get(self.adapter_name)
+        lrs = self._lrs or [float(optimizer.param_groups[0]["lr"])]
+        metadata = {
+            "global_step": state.global_step,
+            "epoch": state.epoch,
+            "learning_rates": lrs,
+            "learning_rate_steps": self._steps,
+            "mean_lr": sum(lrs) / len(lrs),
+            "base_model_name_or_path": self.base_model_name_or_path or _base_model_path(model),
+            "adapter_config": peft_config.to_dict() if peft_config is not None else None,
+            "trainable_parameters": [
+                canonical_name(n, self.adapter_name) for n, p in model.named_parameters() if p.requires_grad
+            ],
+            "seed": args.seed,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if metadata["adapter_config"]:  # sets are not JSON
+            metadata["adapter_config"] = {
+                k: sorted(v) if isinstance(v, set) else v for k, v in metadata["adapter_config"].items()
+            }
+        moments.save(checkpoint / CAPTURE_DIR, metadata)
+        logger.info("GradientCaptureCallback: wrote Adam moments and %d learning rates to %s", len(lrs), checkpoint)
+        self._lrs, self._steps = [], []

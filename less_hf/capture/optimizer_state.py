@@ -1,0 +1,188 @@
+"""Adam moments keyed by parameter name: from a live optimizer, a less_hf capture, or a plain HF checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MOMENTS_FILE = "moments.safetensors"
+STATE_FILE = "state.json"
+CAPTURE_DIR = "less_hf"
+
+
+def canonical_name(name: str, adapter_name: str = "default") -> str:
+    """Name of a LoRA parameter independent of DDP wrapping and of the adapter's name.
+
+    ``module.base_model.model.layers.0.q_proj.lora_A.default.weight`` → ``base_model.model.layers.0.q_proj.lora_A.weight``
+    """
+    if name.startswith("module."):
+        name = name[len("module.") :]
+    return name.replace(f".{adapter_name}.", ".")
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """Strip accelerate's ``AcceleratedOptimizer`` (and similar) wrappers."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def check_adam(optimizer: Any) -> torch.optim.Optimizer:
+    """Raise a clear error unless the optimizer is torch's Adam or AdamW (any implementation: for-each, fused)."""
+    opt = unwrap_optimizer(optimizer)
+    if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
+        raise ValueError(
+            f"LESS rebuilds the Adam update from the optimizer's moments, but this run uses {type(opt).__name__}. "
+            "Train the warmup with `optim='adamw_torch'` (or 'adamw_torch_fused', the default) in TrainingArguments."
+        )
+    if any(group.get("amsgrad", False) for group in opt.param_groups):
+        raise ValueError("AMSGrad Adam is not supported by less_hf: set amsgrad=False for the warmup.")
+    return opt
+
+
+@dataclass
+class OptimizerMoments:
+    """Adam state at one checkpoint, keyed by canonical parameter name."""
+
+    exp_avg: dict[str, torch.Tensor]
+    exp_avg_sq: dict[str, torch.Tensor]
+    step: int
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """Write ``moments.safetensors`` + ``state.json`` into ``directory`` atomically (temp dir, then rename)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            tensors = {f"{n}::exp_avg": t.detach().float().cpu().contiguous() for n, t in self.exp_avg.items()}
+            tensors |= {f"{n}::exp_avg_sq": t.detach().float().cpu().contiguous() for n, t in self.exp_avg_sq.items()}
+            save_file(tensors, str(tmp / MOMENTS_FILE))
+            state = {"step": self.step, "betas": list(self.betas), "eps": self.eps, **self.extra, **(metadata or {})}
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True, default=str))
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> OptimizerMoments:
+        """Read what :meth:`save` wrote."""
+        directory = Path(directory)
+        state = json.loads((directory / STATE_FILE).read_text())
+        tensors = load_file(str(directory / MOMENTS_FILE))
+        exp_avg = {k.rsplit("::", 1)[0]: v for k, v in tensors.items() if k.endswith("::exp_avg")}
+        exp_avg_sq = {k.rsplit("::", 1)[0]: v for k, v in tensors.items() if k.endswith("::exp_avg_sq")}
+        known = {"step", "betas", "eps"}
+        return cls(exp_avg, exp_avg_sq, int(state["step"]), tuple(state["betas"]), float(state["eps"]),
+                   {k: v for k, v in state.items() if k not in known})
+
+    def check_matches(self, shapes: dict[str, torch.Size]) -> None:
+        """Check that every trainable parameter has moments of its shape (and nothing else is left over)."""
+        missing = sorted(set(shapes) - set(self.exp_avg))
+        extra = sorted(set(self.exp_avg) - set(shapes))
+        if missing or extra:
+            raise ValueError(
+                f"The optimizer state does not match the model's trainable parameters: missing {missing[:3]} "
+                f"({len(missing)} in all), unexpected {extra[:3]} ({len(extra)} in all). Was this checkpoint made "
+                "with the same LoRA config (rank, target modules)?"
+            )
+        for name, shape in shapes.items():
+            for kind, table in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                if tuple(table[name].shape) != tuple(shape):
+                    raise ValueError(
+                        f"{kind} for {name} has shape {tuple(table[name].shape)} but the parameter has {tuple(shape)}."
+                    )
+
+
+def _group_hparams(opt: torch.optim.Optimizer | dict) -> tuple[tuple[float, float], float]:
+    groups = opt.param_groups if isinstance(opt, torch.optim.Optimizer) else opt["param_groups"]
+    betas = tuple(float(b) for b in groups[0].get("betas", (0.9, 0.999)))
+    eps = float(groups[0].get("eps", 1e-8))
+    return betas, eps  # type: ignore[return-value]
+
+
+def _step_of(state: dict[str, Any]) -> int:
+    step = state.get("step", 0)
+    return int(step.item() if isinstance(step, torch.Tensor) else step)
+
+
+def moments_from_optimizer(optimizer: Any, model: torch.nn.Module, adapter_name: str = "default") -> OptimizerMoments:
+    """Moments from a live Adam/AdamW, keyed by the model's parameter names (never by position)."""
+    opt = check_adam(optimizer)
+    names = {id(p): canonical_name(n, adapter_name) for n, p in model.named_parameters()}
+    exp_avg, exp_avg_sq, steps = {}, {}, []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if id(p) not in names:
+                raise ValueError("The optimizer holds a parameter the model does not have; pass the trained model.")
+            state = opt.state.get(p)
+            if not state:  # no step taken yet for this parameter: Adam's initial zeros
+                exp_avg[names[id(p)]] = torch.zeros_like(p, dtype=torch.float32)
+                exp_avg_sq[names[id(p)]] = torch.zeros_like(p, dtype=torch.float32)
+                steps.append(0)
+                continue
+            exp_avg[names[id(p)]] = state["exp_avg"]
+            exp_avg_sq[names[id(p)]] = state["exp_avg_sq"]
+            steps.append(_step_of(state))
+    betas, eps = _group_hparams(opt)
+    return OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)
+
+
+def moments_from_hf_checkpoint(checkpoint_dir: str | os.PathLike, model: torch.nn.Module,
+                               adapter_name: str = "default") -> OptimizerMoments:
+    """Moments from a plain HF Trainer checkpoint (``optimizer.pt`` or ``optimizer.bin``) saved without the callback.
+
+    The Trainer saves state by position: the trainable parameters that get weight decay, in ``named_parameters()``
+    order, then those that do not. That order is rebuilt here and every shape is checked, so a mismatch fails loudly
+    instead of pairing moments with the wrong parameter.
+    """
+    from transformers import Trainer
+
+    checkpoint_dir = Path(checkpoint_dir)
+    path = next((checkpoint_dir / f for f in ("optimizer.pt", "optimizer.bin") if (checkpoint_dir / f).exists()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"{checkpoint_dir} has neither a less_hf capture nor optimizer.pt/optimizer.bin. Train with "
+            "GradientCaptureCallback, or keep `save_only_model=False` so the Trainer saves the optimizer."
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    decay = set(Trainer.get_decay_parameter_names(None, model))  # does not use self
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    ordered = [(n, p) for n, p in trainable if n in decay] + [(n, p) for n, p in trainable if n not in decay]
+    indices = [i for group in saved["param_groups"] for i in group["params"]]
+    if len(indices) != len(ordered):
+        raise ValueError(
+            f"{path} holds state for {len(indices)} parameters but the model has {len(ordered)} trainable ones: it "
+            "was saved from a different model or LoRA config."
+        )
+    exp_avg, exp_avg_sq, steps = {}, {}, []
+    for index, (name, param) in zip(indices, ordered):
+        state = saved["state"].get(index)
+        key = canonical_name(name, adapter_name)
+        if state is None:
+            exp_avg[key] = torch.zeros_like(param, dtype=torch.float32, device="cpu")
+            exp_avg_sq[key] = torch.zeros_like(param, dtype=torch.float32, device="cpu")
+            continue
+        if tuple(state["exp_avg"].shape) != tuple(param.shape):
+            raise ValueError(
+                f"{path}: state #{index} has shape {tuple(state['exp_avg'].shape)} but parameter {name} has "
+                f"{tuple(param.shape)}. The file's parameter order does not match this model (FSDP/DeepSpeed "
+                "checkpoints are saved differently): re-run the warmup with GradientCaptureCallback."
+            )
+        exp_avg[key], exp_avg_sq[key] = state["exp_avg"], state["exp_avg_sq"]
+        steps.append(_step_of(state))
+    betas, eps = _group_hparams(saved)
+    return OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)

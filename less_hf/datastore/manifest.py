@@ -1,0 +1,84 @@
+"""The datastore manifest: what was built, from what, how — enough to reuse it or refuse a mismatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temp file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class CheckpointEntry:
+    name: str
+    path: str
+    step: int
+    weight: float
+    mean_lr: float
+
+
+@dataclass
+class Manifest:
+    """Provenance of a gradient datastore (``manifest.json``)."""
+
+    base_model: str
+    checkpoints: list[CheckpointEntry]
+    transform: str
+    projectors: list[dict[str, Any]]
+    storage_dtype: str
+    max_length: int
+    truncation: str
+    n_rows: int
+    dataset_fingerprint: str
+    num_params: int = 0
+    status: str = "building"
+    schema_version: int = SCHEMA_VERSION
+    less_hf_version: str = ""
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    @property
+    def dims(self) -> list[int]:
+        return [p["dim"] for p in self.projectors]
+
+    def save(self, directory: Path) -> None:
+        write_json_atomic(directory / MANIFEST_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Manifest:
+        path = Path(directory) / MANIFEST_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{directory} is not a less_hf datastore (no {MANIFEST_FILE}).")
+        data = json.loads(path.read_text())
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path} has schema_version {data.get('schema_version')}, this less_hf reads {SCHEMA_VERSION}: "
+                "rebuild the datastore."
+            )
+        data["checkpoints"] = [CheckpointEntry(**c) for c in data["checkpoints"]]
+        return cls(**data)
+
+    def build_key(self) -> dict[str, Any]:
+        """The fields that must match for an existing datastore to be reused or resumed."""
+        return {
+            "base_model": self.base_model,
+            "checkpoints": [(c.name, c.step) for c in self.checkpoints],
+            "transform": self.transform,
+            "projectors": self.projectors,
+            "storage_dtype": self.storage_dtype,
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "n_rows": self.n_rows,
+            "dataset_fingerprint": self.dataset_fingerprint,
+        }

@@ -1,0 +1,71 @@
+"""How a per-example gradient becomes a LESS feature: the Adam update variants, or the plain gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..capture.optimizer_state import OptimizerMoments
+
+Transform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, tuple[float, float], float], torch.Tensor]
+
+
+def _moments(g, m, v, betas):
+    b1, b2 = betas
+    return b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+
+
+def adam_paper(g, m, v, step, betas, eps):
+    """The seeds' formula: bias-corrected m̂, v̂ at t = step + 1, Γ = m̂ / √(v̂ + ε)."""
+    m1, v1 = _moments(g, m, v, betas)
+    t = step + 1
+    return (m1 / (1 - betas[0] ** t)) / torch.sqrt(v1 / (1 - betas[1] ** t) + eps)
+
+
+def adam_reference(g, m, v, step, betas, eps):
+    """The reference code: no bias correction, ε inside the root, Γ = m′ / √(v′ + ε)."""
+    m1, v1 = _moments(g, m, v, betas)
+    return m1 / torch.sqrt(v1 + eps)
+
+
+def adam_torch(g, m, v, step, betas, eps):
+    """torch's AdamW step direction: bias-corrected, ε outside the root, Γ = m̂ / (√v̂ + ε)."""
+    m1, v1 = _moments(g, m, v, betas)
+    t = step + 1
+    return (m1 / (1 - betas[0] ** t)) / (torch.sqrt(v1 / (1 - betas[1] ** t)) + eps)
+
+
+def sgd(g, m, v, step, betas, eps):
+    """The plain gradient (target rows, or an SGD-style pool feature)."""
+    return g
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "adam": adam_paper,
+    "adam_reference": adam_reference,
+    "adam_torch": adam_torch,
+    "sgd": sgd,
+}
+
+
+def get_transform(name: str) -> Transform:
+    """Look a transform up by name; unknown names get a clear error listing the choices."""
+    if name not in TRANSFORMS:
+        raise ValueError(f"Unknown optimizer_transform {name!r}; choose one of {sorted(TRANSFORMS)}.")
+    return TRANSFORMS[name]
+
+
+def apply_transform(name: str, grads: dict[str, torch.Tensor], moments: OptimizerMoments | None) -> dict[str, torch.Tensor]:
+    """Turn ``{param: (B, ...) gradient}`` into ``{param: (B, ...) feature}`` (in place where possible)."""
+    fn = get_transform(name)
+    if name == "sgd":
+        return grads
+    if moments is None:
+        raise ValueError(f"optimizer_transform={name!r} needs the checkpoint's Adam moments.")
+    out = {}
+    for pname, g in grads.items():
+        m = moments.exp_avg[pname].to(device=g.device, dtype=torch.float32)
+        v = moments.exp_avg_sq[pname].to(device=g.device, dtype=torch.float32)
+        out[pname] = fn(g, m, v, moments.step, moments.betas, moments.eps)
+    return out

@@ -1,0 +1,65 @@
+"""The selector interface every method shares: score the pool per target, keep the top fraction or n."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..output import subset_with_scores, top_indices
+
+DEFAULT_FRACTION = 0.05
+
+
+def as_target_dict(targets: Any) -> tuple[dict[str, Any], bool]:
+    """Accept one `datasets.Dataset` (named "target") or ``{name: Dataset}``; say which it was."""
+    if isinstance(targets, dict):
+        if not targets:
+            raise ValueError("targets is an empty dict; pass at least one target task.")
+        return targets, False
+    return {"target": targets}, True
+
+
+def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
+    """How many rows to keep: exactly ``n``, or ``round(fraction · n_rows)`` (default 5%), at least 1."""
+    if fraction is not None and n is not None:
+        raise ValueError("Pass either fraction or n, not both.")
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}.")
+        return min(n, n_rows)
+    fraction = DEFAULT_FRACTION if fraction is None else fraction
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
+    return max(1, round(fraction * n_rows))
+
+
+class Selector(ABC):
+    """Base class: subclasses implement :meth:`score`; :meth:`select` turns scores into datasets."""
+
+    score_column = "score"
+
+    @abstractmethod
+    def score(self, pool, targets: dict[str, Any]) -> dict[str, np.ndarray]:
+        """``{target name: (len(pool),) scores}``; higher is better; ``-inf`` means never select."""
+
+    def select(self, pool, targets: Any, fraction: float | None = None, n: int | None = None):
+        """Select rows of ``pool`` for each target.
+
+        Args:
+            pool: the candidates (`datasets.Dataset`).
+            targets: one `Dataset` of target examples, or ``{name: Dataset}`` to select for several tasks in one pass.
+            fraction: keep this fraction of the pool (default 5%).
+            n: keep exactly n rows (instead of fraction).
+
+        Returns:
+            The selected rows (all of the pool's columns, plus score and rank columns), best first: one `Dataset`
+            if ``targets`` was a `Dataset`, else ``{name: Dataset}``.
+        """
+        named, single = as_target_dict(targets)
+        k = budget(len(pool), fraction, n)
+        self.scores_ = self.score(pool, named)
+        selected = {name: subset_with_scores(pool, top_indices(s, k), s, self.score_column)
+                    for name, s in self.scores_.items()}
+        return selected["target"] if single else selected

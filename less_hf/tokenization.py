@@ -1,0 +1,142 @@
+"""Rows in TRL's dataset formats → token ids and completion-only labels.
+
+The same function feeds the warmup training and the gradient features, so the loss whose gradient LESS takes is
+exactly the loss the warmup optimised. Supported formats (as TRL names them):
+
+- ``messages``: a chat; every assistant turn (content plus the template's end-of-turn tokens) is supervised.
+- ``prompt`` + ``completion``: strings, or lists of chat messages (conversational); the completion is supervised.
+- ``text``: plain text; every token is supervised (language modelling).
+
+Chat rows go through the tokenizer's chat template. Supervised spans are found on the rendered string and mapped to
+tokens through the fast tokenizer's offsets, so BPE merges across a turn boundary cannot shift the mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+FORMATS = ("messages", "prompt_completion", "text")
+TRUNCATIONS = ("keep_completion", "right")
+
+
+def detect_format(column_names: Sequence[str]) -> str:
+    """Return which TRL format a dataset uses, from its column names.
+
+    Raises:
+        ValueError: when no supported column set is present; the message lists what is accepted.
+    """
+    cols = set(column_names)
+    if "messages" in cols:
+        return "messages"
+    if {"prompt", "completion"} <= cols:
+        return "prompt_completion"
+    if "text" in cols:
+        return "text"
+    raise ValueError(
+        f"Cannot tell the dataset format from its columns {sorted(cols)}. less_hf accepts TRL's formats: a "
+        "'messages' column (chat), 'prompt' + 'completion' columns, or a 'text' column. Rename your columns "
+        "(e.g. `dataset.rename_column('conversations', 'messages')`)."
+    )
+
+
+def _render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "This row is a chat (list of messages) but the tokenizer has no chat template. Set "
+            "`tokenizer.chat_template`, or give the data as plain 'prompt'/'completion' strings or 'text'."
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _chat_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]],
+                supervised_from: int = 0) -> tuple[str, list[tuple[int, int]]]:
+    """Render a chat; return the string and the character spans of supervised assistant turns.
+
+    Only assistant turns at index >= ``supervised_from`` are supervised.
+    """
+    spans: list[tuple[int, int]] = []
+    for k, message in enumerate(messages):
+        if message.get("role") != "assistant" or k < supervised_from:
+            continue
+        before = _render_chat(tokenizer, messages[:k], generation_prompt=True) if k else ""
+        upto = _render_chat(tokenizer, messages[: k + 1], generation_prompt=False)
+        if not upto.startswith(before):
+            raise ValueError(
+                "The chat template does not render a conversation as a prefix of its continuation, so the assistant "
+                "turns cannot be located. Give the data as 'prompt'/'completion' instead."
+            )
+        spans.append((len(before), len(upto)))
+    full = _render_chat(tokenizer, messages, generation_prompt=False)
+    return full, spans
+
+
+def render_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, fmt: str) -> tuple[str, list[tuple[int, int]],
+                                                                                             bool]:
+    """Render one row to text; return (text, supervised character spans, add_special_tokens)."""
+    eos = tokenizer.eos_token or ""
+    if fmt == "messages":
+        messages = row["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"'messages' must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}")
+        text, spans = _chat_spans(tokenizer, messages)
+        return text, spans, False
+    if fmt == "prompt_completion":
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, list):
+            if not isinstance(completion, list):
+                raise ValueError("Conversational 'prompt' (a list of messages) needs a conversational 'completion'.")
+            text, spans = _chat_spans(tokenizer, prompt + completion, supervised_from=len(prompt))
+            return text, spans, False
+        text = prompt + completion
+        if eos and not text.endswith(eos):
+            text += eos
+        return text, [(len(prompt), len(text))], True
+    if fmt == "text":
+        text = row["text"]
+        if eos and not text.endswith(eos):
+            text += eos
+        return text, [(0, len(text))], True
+    raise ValueError(f"Unknown format {fmt!r}; expected one of {FORMATS}.")
+
+
+def tokenize_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, fmt: str, max_length: int = 512,
+                 truncation: str = "keep_completion") -> dict[str, Any]:
+    """Tokenize one row into ``input_ids``, ``labels`` (prompt tokens = -100) and ``num_supervised``.
+
+    ``num_supervised`` counts the labels the model can actually predict (a label at position 0 has no context and
+    is dropped by the causal shift). A row with ``num_supervised == 0`` has no loss and must never be selected.
+    """
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
+    text, spans, add_special = render_row(row, tokenizer, fmt)
+    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    offsets = enc["offset_mapping"]
+    # special tokens added by the tokenizer (e.g. BOS) have empty (0, 0) offsets: never supervised
+    supervised = [end > start and any(s <= start < e for s, e in spans) for start, end in offsets]
+    if len(ids) > max_length:
+        if truncation == "keep_completion":
+            first = next((i for i, s in enumerate(supervised) if s), len(ids))
+            cut = min(len(ids) - max_length, first)
+            ids, supervised = ids[cut:], supervised[cut:]
+        ids, supervised = ids[:max_length], supervised[:max_length]
+    labels = [tok if sup else IGNORE_INDEX for tok, sup in zip(ids, supervised)]
+    num_supervised = sum(1 for lab in labels[1:] if lab != IGNORE_INDEX)
+    return {"input_ids": ids, "labels": labels, "num_supervised": num_supervised}
+
+
+def tokenize_dataset(dataset, tokenizer: PreTrainedTokenizerBase, max_length: int = 512,
+                     truncation: str = "keep_completion", desc: str = "Tokenizing"):
+    """Tokenize a `datasets.Dataset` in any TRL format; returns a new dataset with only the token columns."""
+    fmt = detect_format(dataset.column_names)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("less_hf needs a fast tokenizer (offsets); load it with `AutoTokenizer.from_pretrained(...)`.")
+    return dataset.map(
+        lambda row: tokenize_row(row, tokenizer, fmt, max_length=max_length, truncation=truncation),
+        remove_columns=dataset.column_names,
+        desc=desc,
+    )
