@@ -1,0 +1,1 @@
+"""Slow, obviously-correct reference implementations the fast paths in less_hf are checked against."""
