@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 IGNORE_INDEX = -100
 FORMATS = ("messages", "prompt_completion", "text")
 TRUNCATIONS = ("keep_completion", "right")
+_SENTINEL = "LESSHFCONTENTSENTINEL"
 
 
 def detect_format(column_names: Sequence[str]) -> str:
@@ -62,8 +63,13 @@ def _chat_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any
     for k, message in enumerate(messages):
         if message.get("role") != "assistant" or k < supervised_from:
             continue
-        before = _render_chat(tokenizer, messages[:k], generation_prompt=True) if k else ""
         upto = _render_chat(tokenizer, messages[: k + 1], generation_prompt=False)
+        if k:
+            before = _render_chat(tokenizer, messages[:k], generation_prompt=True)
+        else:  # a leading assistant turn: chat templates refuse an empty conversation, so find its header instead
+            probe = _render_chat(tokenizer, [{**message, "content": _SENTINEL}], generation_prompt=False)
+            before = probe[: max(probe.find(_SENTINEL), 0)]
+            before = before if upto.startswith(before) else ""
         if not upto.startswith(before):
             raise ValueError(
                 "The chat template does not render a conversation as a prefix of its continuation, so the assistant "

@@ -340,4 +340,5 @@ def test_datastore_from_plain_hf_checkpoints_equals_captured(datastore, warmup_d
     assert store.weights == pytest.approx(datastore.weights)
     for checkpoint in ("checkpoint-3", "checkpoint-6"):
         for dim in DIMS:
-            np.testing.assert_array_equal(store.pool_features(checkpoint, dim), datastore.pool_features(checkpoint, dim))
+            np.testing.assert_array_equal(store.pool_features(checkpoint, dim),
+                                          datastore.pool_features(checkpoint, dim))

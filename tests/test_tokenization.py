@@ -87,6 +87,21 @@ def test_messages_multi_turn_supervises_every_assistant_turn(tokenizer):
     assert out["num_supervised"] == sum(len(r) for r in runs)
 
 
+def test_leading_assistant_turn_supervises_only_its_content(tokenizer):
+    """A chat that opens with the assistant: its role header is template, not completion."""
+    messages = [{"role": "assistant", "content": "hello there"}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "yes"}]
+    out = tokenize_row({"messages": messages}, tokenizer, "messages")
+    runs = supervised_runs(out["input_ids"], out["labels"])
+    assert len(runs) == 2
+    assert_turn(tokenizer.decode(runs[0]), "hello there")
+    assert_turn(tokenizer.decode(runs[1]), "yes")
+    # the same through conversational prompt/completion with an empty prompt
+    out = tokenize_row({"prompt": [], "completion": messages[:1]}, tokenizer, "prompt_completion")
+    (run,) = supervised_runs(out["input_ids"], out["labels"])
+    assert_turn(tokenizer.decode(run), "hello there")
+
+
 def test_prompt_completion_strings(tokenizer):
     row = {"prompt": "question: what is 2 plus 3 ?\nanswer:", "completion": " five"}
     out = tokenize_row(row, tokenizer, "prompt_completion")
@@ -197,6 +212,14 @@ def test_chat_without_assistant_turn_has_no_supervised_token(tokenizer):
     out = tokenize_row({"messages": [{"role": "user", "content": "hello"}]}, tokenizer, "messages")
     assert out["num_supervised"] == 0
     assert all(lab == IGNORE_INDEX for lab in out["labels"])
+
+
+def test_empty_assistant_content_still_supervises_the_end_token(tokenizer):
+    out = tokenize_row({"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": ""}]},
+                       tokenizer, "messages")
+    (run,) = supervised_runs(out["input_ids"], out["labels"])
+    assert_turn(tokenizer.decode(run), "")
+    assert out["num_supervised"] == len(run) >= 1
 
 
 def test_tokenize_dataset_formats(tokenizer, pool):

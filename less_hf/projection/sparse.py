@@ -61,5 +61,6 @@ class SparseProjector(Projector):
         dims, signs = self._tables(name, x.shape[1], x.device)
         out = torch.zeros(x.shape[0], self.dim, dtype=torch.float32, device=x.device)
         for k in range(self.sparsity):
-            out.index_add_(1, dims[k], x * signs[k])
+            # int64 indices: index_add_ takes a much slower path with int32 ones (the cache stays int32 to halve it)
+            out.index_add_(1, dims[k].long(), x * signs[k])
         return out
