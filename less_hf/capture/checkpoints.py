@@ -80,5 +80,8 @@ def checkpoint_weights(checkpoints: list[CheckpointInfo]) -> np.ndarray:
     """η̄ᵢ normalised to sum to 1 (cosine scores are then on the same scale for any schedule)."""
     lrs = np.asarray([c.mean_lr for c in checkpoints], dtype=np.float64)
     if not np.all(np.isfinite(lrs)) or lrs.sum() <= 0:
-        raise ValueError(f"Checkpoint learning rates {lrs.tolist()} cannot be used as weights (need a positive sum).")
+        raise ValueError(
+            f"Checkpoint learning rates {lrs.tolist()} cannot be used as weights (they need a positive sum): the "
+            "warmup took no step with a positive learning rate. Warm up on more rows or for more epochs."
+        )
     return lrs / lrs.sum()
