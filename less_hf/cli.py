@@ -44,7 +44,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
 
 def config_from_args(args: argparse.Namespace, cls: type):
     prefix = f"{cls.__name__}."
-    return cls(**{k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)})
+    return cls(**{k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)})
 
 
 def load_data(spec: str):
@@ -84,15 +84,22 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     pool = load_data(args.pool)
     selection = config_from_args(args, SelectionConfig)
-    selector = LESSSelector(args.warmup_dir, args.datastore_dir, config_from_args(args, GradientConfig),
-                            config_from_args(args, ProjectionConfig), selection, args.base_model)
+    selector = LESSSelector(
+        args.warmup_dir,
+        args.datastore_dir,
+        config_from_args(args, GradientConfig),
+        config_from_args(args, ProjectionConfig),
+        selection,
+        args.base_model,
+    )
     results = selector.select(pool, _parse_targets(args.target), fraction=selection.fraction, n=selection.n)
     out = Path(args.output_dir)
     for name, subset in results.items():
         subset.save_to_disk(str(out / name))
         print(f"{name}: selected {len(subset)} of {len(pool)} rows → {out / name}")
-    (out / "selection.json").write_text(json.dumps({"targets": sorted(results), "selection": selection.to_dict()},
-                                                   indent=2))
+    (out / "selection.json").write_text(
+        json.dumps({"targets": sorted(results), "selection": selection.to_dict()}, indent=2)
+    )
     return 0
 
 
@@ -117,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="Build the gradient datastore and select the top rows for each target.")
     p.add_argument("--warmup-dir", required=True, help="The warmup's output dir (checkpoint-N folders).")
     p.add_argument("--pool", required=True, help="Pool dataset (as for warmup).")
-    p.add_argument("--target", action="append", required=True, metavar="NAME=PATH",
-                   help="A target task's few-shot examples; repeat for several tasks.")
+    p.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="A target task's few-shot examples; repeat for several tasks.",
+    )
     p.add_argument("--output-dir", required=True, help="Selected subsets are saved here, one folder per target.")
     p.add_argument("--datastore-dir", default=None, help="Datastore location (default: <warmup-dir>/less_datastore).")
     p.add_argument("--base-model", default=None, help="Override the base model recorded in the checkpoints.")

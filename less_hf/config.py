@@ -72,16 +72,16 @@ class GradientConfig(_DictMixin):
         default="adam",
     )
     device: str = _help("'auto', 'cpu', 'cuda', 'cuda:1', ...", default="auto")
-    dtype: str = _help("Model dtype: 'auto' (bf16 on CUDA that supports it, else fp32), 'fp32', 'bf16', 'fp16'.",
-                       default="auto")
+    dtype: str = _help(
+        "Model dtype: 'auto' (bf16 on CUDA that supports it, else fp32), 'fp32', 'bf16', 'fp16'.", default="auto"
+    )
 
 
 @dataclass
 class ProjectionConfig(_DictMixin):
     """Random projection of gradient features to d dimensions."""
 
-    kind: str = _help("'sparse' (sparse JL, fast, default) or 'dense' (Rademacher, paper-faithful).",
-                      default="sparse")
+    kind: str = _help("'sparse' (sparse JL, fast, default) or 'dense' (Rademacher, paper-faithful).", default="sparse")
     dims: list[int] = _help("Output dimensions; several may be built in one pass.", default_factory=lambda: [8192])
     seed: int = _help("Projection seed; the same seed gives the same matrix on every device.", default=0)
     sparsity: int = _help("Non-zeros per input coordinate for the sparse projector.", default=4)

@@ -23,8 +23,9 @@ def _help(text: str, **kwargs):
 class DemoConfig:
     """Settings of `less-hf demo`."""
 
-    output_dir: str = _help("Where warmup checkpoints, the datastore and the selected subsets go.",
-                            default="demo_output")
+    output_dir: str = _help(
+        "Where warmup checkpoints, the datastore and the selected subsets go.", default="demo_output"
+    )
     pool_size: int = _help("Rows of the built-in pool to use (stratified over sources).", default=400)
     targets: list[str] = _help("Target tasks (of mmlu, bbh, csqa).", default_factory=lambda: ["mmlu", "bbh", "csqa"])
     target_rows: int = _help("Few-shot rows kept per target, spread round-robin over its subtasks.", default=57)
@@ -70,23 +71,42 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     pool = load_pool(max_rows=config.pool_size, seed=config.seed)
     targets = {name: _round_robin(load_target(name, "validation"), config.target_rows) for name in config.targets}
     sources = collections.Counter(pool["source"])
-    print(f"      pool: {len(pool)} rows from {len(sources)} sources; targets: "
-          + ", ".join(f"{k} ({len(v)} rows, {len(set(v['subtask']))} subtasks)" for k, v in targets.items()))
+    print(
+        f"      pool: {len(pool)} rows from {len(sources)} sources; targets: "
+        + ", ".join(f"{k} ({len(v)} rows, {len(set(v['subtask']))} subtasks)" for k, v in targets.items())
+    )
 
-    print(f"[2/4] Warmup: LoRA r={config.lora_r} on {config.warmup_fraction:.0%} of the pool, {config.epochs} "
-          "epochs, one checkpoint per epoch...", flush=True)
+    print(
+        f"[2/4] Warmup: LoRA r={config.lora_r} on {config.warmup_fraction:.0%} of the pool, {config.epochs} "
+        "epochs, one checkpoint per epoch...",
+        flush=True,
+    )
     warmup_dir = out / "warmup"
     if not any(warmup_dir.glob("checkpoint-*")):
-        warmup(model_path, pool, warmup_dir, WarmupConfig(
-            fraction=config.warmup_fraction, epochs=config.epochs, learning_rate=config.learning_rate,
-            per_device_batch_size=4, gradient_accumulation_steps=1, lora_r=config.lora_r,
-            lora_alpha=config.lora_alpha, max_length=config.max_length, seed=config.seed, logging_steps=1,
-        ), disable_tqdm=True)
+        warmup(
+            model_path,
+            pool,
+            warmup_dir,
+            WarmupConfig(
+                fraction=config.warmup_fraction,
+                epochs=config.epochs,
+                learning_rate=config.learning_rate,
+                per_device_batch_size=4,
+                gradient_accumulation_steps=1,
+                lora_r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                max_length=config.max_length,
+                seed=config.seed,
+                logging_steps=1,
+            ),
+            disable_tqdm=True,
+        )
     t_warm = time.perf_counter()
 
     print(f"[3/4] Gradient datastore (Adam updates, sparse JL to d={config.dim}) and target gradients...", flush=True)
     selector = LESSSelector(
-        warmup_dir, out / "datastore",
+        warmup_dir,
+        out / "datastore",
         GradientConfig(batch_size=config.batch_size, max_length=config.max_length),
         ProjectionConfig(dims=[config.dim], seed=config.seed),
     )
@@ -103,6 +123,8 @@ def run_demo(config: DemoConfig | None = None) -> dict:
         for row in subset.select(range(min(config.show, len(subset)))):
             print(f"   {row['less_score']:+.4f}  [{row['source']}]  {_snippet(row)}")
     total = time.perf_counter() - started
-    print(f"\nDone in {total:.0f} s (warmup {t_warm - started:.0f} s incl. assets, datastore + selection "
-          f"{t_sel - t_warm:.0f} s). Outputs in {out}/")
+    print(
+        f"\nDone in {total:.0f} s (warmup {t_warm - started:.0f} s incl. assets, datastore + selection "
+        f"{t_sel - t_warm:.0f} s). Outputs in {out}/"
+    )
     return selected

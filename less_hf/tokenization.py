@@ -53,8 +53,9 @@ def _render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, An
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def _chat_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]],
-                supervised_from: int = 0) -> tuple[str, list[tuple[int, int]]]:
+def _chat_spans(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], supervised_from: int = 0
+) -> tuple[str, list[tuple[int, int]]]:
     """Render a chat; return the string and the character spans of supervised assistant turns.
 
     Only assistant turns at index >= ``supervised_from`` are supervised.
@@ -80,14 +81,17 @@ def _chat_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any
     return full, spans
 
 
-def render_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, fmt: str) -> tuple[str, list[tuple[int, int]],
-                                                                                             bool]:
+def render_row(
+    row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, fmt: str
+) -> tuple[str, list[tuple[int, int]], bool]:
     """Render one row to text; return (text, supervised character spans, add_special_tokens)."""
     eos = tokenizer.eos_token or ""
     if fmt == "messages":
         messages = row["messages"]
         if not isinstance(messages, list) or not messages:
-            raise ValueError(f"'messages' must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}")
+            raise ValueError(
+                f"'messages' must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}"
+            )
         text, spans = _chat_spans(tokenizer, messages)
         return text, spans, False
     if fmt == "prompt_completion":
@@ -109,8 +113,13 @@ def render_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, fmt: str
     raise ValueError(f"Unknown format {fmt!r}; expected one of {FORMATS}.")
 
 
-def tokenize_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, fmt: str, max_length: int = 512,
-                 truncation: str = "keep_completion") -> dict[str, Any]:
+def tokenize_row(
+    row: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    fmt: str,
+    max_length: int = 512,
+    truncation: str = "keep_completion",
+) -> dict[str, Any]:
     """Tokenize one row into ``input_ids``, ``labels`` (prompt tokens = -100) and ``num_supervised``.
 
     ``num_supervised`` counts the labels the model can actually predict (a label at position 0 has no context and
@@ -135,14 +144,22 @@ def tokenize_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, fmt: s
     return {"input_ids": ids, "labels": labels, "num_supervised": num_supervised}
 
 
-def tokenize_dataset(dataset, tokenizer: PreTrainedTokenizerBase, max_length: int = 512,
-                     truncation: str = "keep_completion", desc: str = "Tokenizing"):
+def tokenize_dataset(
+    dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 512,
+    truncation: str = "keep_completion",
+    desc: str = "Tokenizing",
+):
     """Tokenize a `datasets.Dataset` in any TRL format; returns a new dataset with only the token columns."""
     fmt = detect_format(dataset.column_names)
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("less_hf needs a fast tokenizer (offsets); load it with `AutoTokenizer.from_pretrained(...)`.")
+        raise ValueError(
+            "less_hf needs a fast tokenizer (offsets); load it with `AutoTokenizer.from_pretrained(...)`."
+        )
     return dataset.map(
         lambda row: tokenize_row(row, tokenizer, fmt, max_length=max_length, truncation=truncation),
         remove_columns=dataset.column_names,
+        keep_in_memory=True,  # no cache file: safe when several processes tokenize the same dataset
         desc=desc,
     )

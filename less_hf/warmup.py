@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 from transformers.utils import logging
 
 from .capture import GradientCaptureCallback
@@ -35,8 +35,9 @@ class _Collator:
         return collate(rows, self.pad_token_id)
 
 
-def warmup(model_name_or_path: str, pool, output_dir: str | os.PathLike, config: WarmupConfig | None = None,
-           **training_kwargs) -> Path:
+def warmup(
+    model_name_or_path: str, pool, output_dir: str | os.PathLike, config: WarmupConfig | None = None, **training_kwargs
+) -> Path:
     """Run LESS's warmup and return ``output_dir`` (holding ``checkpoint-N`` folders, one per epoch).
 
     Trains a peft LoRA adapter (paper defaults: r=128, alpha=512, dropout 0.1 on q/k/v/o, AdamW lr 2e-5, linear
@@ -60,10 +61,19 @@ def warmup(model_name_or_path: str, pool, output_dir: str | os.PathLike, config:
     tokenized = tokenized.filter(lambda r: r["num_supervised"] > 0)
     if len(tokenized) == 0:
         raise ValueError("No warmup row keeps a supervised token within max_length; raise max_length.")
-    bf16 = config.bf16 if config.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    bf16 = (
+        config.bf16 if config.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    )
+    set_seed(config.seed)  # the LoRA init below draws from torch's RNG: seed it, or each run starts elsewhere
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=torch.float32)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     args = dict(
         output_dir=str(output_dir),

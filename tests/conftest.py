@@ -10,13 +10,16 @@ import torch
 from datasets import Dataset
 
 CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-WORDS = ("the a of to and is in what which name capital country city add plus minus number answer question "
-         "reverse word letter first last red blue green cat dog sun moon river mountain one two three four five "
-         "six seven eight nine ten paris rome tokyo lima oslo cairo sum list sort colour animal").split()
+WORDS = (
+    "the a of to and is in what which name capital country city add plus minus number answer question "
+    "reverse word letter first last red blue green cat dog sun moon river mountain one two three four five "
+    "six seven eight nine ten paris rome tokyo lima oslo cairo sum list sort colour animal"
+).split()
 
 
 def make_tokenizer():
@@ -25,15 +28,19 @@ def make_tokenizer():
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     corpus = [" ".join(random.Random(i).choices(WORDS, k=12)) + " 0123456789 ?:.,\n" for i in range(300)]
     tok.train_from_iterator(corpus, trainer)
     from tokenizers import decoders
 
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                   eos_token="<|im_end|>", bos_token="<|im_start|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", bos_token="<|im_start|>"
+    )
     fast.chat_template = CHATML
     return fast
 
@@ -42,9 +49,19 @@ def make_model(vocab_size: int, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, pad_token_id=1, eos_token_id=3, bos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=1,
+        eos_token_id=3,
+        bos_token_id=2,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -61,8 +78,13 @@ def make_pool(n: int = 48, seed: int = 0) -> Dataset:
         else:
             w = rng.sample(WORDS, 3)
             q, ans = "reverse the words " + " ".join(w), " ".join(reversed(w))
-        rows.append({"id": f"{kind}-{i}", "source": kind,
-                     "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ans}]})
+        rows.append(
+            {
+                "id": f"{kind}-{i}",
+                "source": kind,
+                "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ans}],
+            }
+        )
     return Dataset.from_list(rows)
 
 
@@ -84,14 +106,32 @@ def pool():
     return make_pool()
 
 
+def tiny_warmup_config(**overrides):
+    """A WarmupConfig for the tiny model: LoRA r=4, lr 1e-3, no accumulation; overrides replace any field."""
+    from less_hf import WarmupConfig
+
+    fields = dict(
+        num_rows=12,
+        epochs=2,
+        learning_rate=1e-3,
+        per_device_batch_size=4,
+        gradient_accumulation_steps=1,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
+        max_length=64,
+        logging_steps=1,
+        seed=0,
+    )
+    fields.update(overrides)
+    return WarmupConfig(**fields)
+
+
 @pytest.fixture(scope="session")
 def warmup_dir(tmp_path_factory, tiny_model_dir, pool):
     """A real warmup: Trainer + peft LoRA + AdamW + GradientCaptureCallback, 2 epochs on 12 rows."""
-    from less_hf import WarmupConfig, warmup
+    from less_hf import warmup
 
     out = tmp_path_factory.mktemp("warmup")
-    config = WarmupConfig(num_rows=12, epochs=2, learning_rate=1e-3, per_device_batch_size=4,
-                          gradient_accumulation_steps=1, lora_r=4, lora_alpha=8, lora_dropout=0.1, max_length=64,
-                          logging_steps=1, seed=0)
-    warmup(tiny_model_dir, pool, out, config, use_cpu=True, disable_tqdm=True)
+    warmup(tiny_model_dir, pool, out, tiny_warmup_config(), use_cpu=True, disable_tqdm=True)
     return out

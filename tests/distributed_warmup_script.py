@@ -8,12 +8,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import make_pool  # noqa: E402
+from less_hf import warmup  # noqa: E402
 
-from less_hf import WarmupConfig, warmup  # noqa: E402
+from conftest import make_pool, tiny_warmup_config  # noqa: E402
 
 if __name__ == "__main__":
     model_dir, output_dir = sys.argv[1], sys.argv[2]
-    config = WarmupConfig(num_rows=16, epochs=2, learning_rate=1e-3, per_device_batch_size=2,
-                          gradient_accumulation_steps=1, lora_r=4, lora_alpha=8, max_length=64, logging_steps=1)
+    config = tiny_warmup_config(num_rows=16, per_device_batch_size=2)
     warmup(model_dir, make_pool(), output_dir, config, use_cpu=True, disable_tqdm=True)

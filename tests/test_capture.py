@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from less_hf import GradientCaptureCallback, WarmupConfig, find_checkpoints, warmup
+from less_hf import GradientCaptureCallback, find_checkpoints, warmup
 from less_hf.capture import OptimizerMoments, checkpoint_weights, moments_from_hf_checkpoint
 from less_hf.capture.optimizer_state import CAPTURE_DIR, canonical_name, check_adam
+
+from conftest import tiny_warmup_config
 
 
 def load_checkpoint_model(tiny_model_dir, checkpoint):
@@ -212,8 +214,10 @@ def test_moments_save_load_roundtrip(tmp_path):
 
 
 def test_canonical_name():
-    assert canonical_name("module.base_model.model.layers.0.q_proj.lora_A.default.weight") == \
-        "base_model.model.layers.0.q_proj.lora_A.weight"
+    assert (
+        canonical_name("module.base_model.model.layers.0.q_proj.lora_A.default.weight")
+        == "base_model.model.layers.0.q_proj.lora_A.weight"
+    )
     assert canonical_name("x.lora_B.mine.weight", "mine") == "x.lora_B.weight"
 
 
@@ -228,10 +232,7 @@ def test_check_adam():
 
 
 def small_config(**kwargs):
-    base = dict(num_rows=4, epochs=1, learning_rate=1e-3, per_device_batch_size=2, gradient_accumulation_steps=1,
-                lora_r=4, lora_alpha=8, max_length=64, logging_steps=1, seed=0)
-    base.update(kwargs)
-    return WarmupConfig(**base)
+    return tiny_warmup_config(**{"num_rows": 4, "epochs": 1, "per_device_batch_size": 2, **kwargs})
 
 
 def test_non_adam_optimizer_fails_at_train_start(tiny_model_dir, pool, tmp_path):
@@ -248,20 +249,41 @@ def test_non_adam_optimizer_passed_to_trainer(tiny_model_dir, tokenizer, pool, t
 
     model = lora_model(tiny_model_dir)
     data = tokenize_dataset(pool.select(range(4)), tokenizer, max_length=64)
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=2,
-                             use_cpu=True, report_to=[], save_strategy="epoch", remove_unused_columns=False,
-                             disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=1,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="epoch",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    trainer = Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None),
-                      data_collator=lambda rows: collate(rows, tokenizer.pad_token_id),
-                      callbacks=[GradientCaptureCallback()])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        optimizers=(optimizer, None),
+        data_collator=lambda rows: collate(rows, tokenizer.pad_token_id),
+        callbacks=[GradientCaptureCallback()],
+    )
     with pytest.raises(ValueError, match="SGD"):
         trainer.train()
 
 
 def test_betas_and_eps_are_read_from_the_optimizer(tiny_model_dir, pool, tmp_path):
-    out = warmup(tiny_model_dir, pool, tmp_path / "w", small_config(), use_cpu=True, disable_tqdm=True,
-                 adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6)
+    out = warmup(
+        tiny_model_dir,
+        pool,
+        tmp_path / "w",
+        small_config(),
+        use_cpu=True,
+        disable_tqdm=True,
+        adam_beta1=0.8,
+        adam_beta2=0.95,
+        adam_epsilon=1e-6,
+    )
     (checkpoint,) = find_checkpoints(out)
     moments = OptimizerMoments.load(checkpoint.path / CAPTURE_DIR)
     assert moments.betas == (0.8, 0.95) and moments.eps == 1e-6

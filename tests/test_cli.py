@@ -16,13 +16,61 @@ def cli_run(tmp_path_factory, tiny_model_dir, pool):
     root = tmp_path_factory.mktemp("cli")
     pool.save_to_disk(str(root / "pool"))
     pool.filter(lambda r: r["source"] == "add").select(range(4)).to_json(str(root / "add.jsonl"))
-    assert main(["warmup", "--model", tiny_model_dir, "--pool", str(root / "pool"), "--output-dir",
-                 str(root / "warm"), "--num-rows", "8", "--epochs", "2", "--lora-r", "4", "--lora-alpha", "8",
-                 "--per-device-batch-size", "4", "--gradient-accumulation-steps", "1", "--max-length", "64",
-                 "--learning-rate", "1e-3"]) == 0
-    assert main(["select", "--warmup-dir", str(root / "warm"), "--pool", str(root / "pool"), "--target",
-                 f"add={root / 'add.jsonl'}", "--n", "5", "--dims", "128", "256", "--dim", "128",
-                 "--max-length", "64", "--output-dir", str(root / "out")]) == 0
+    assert (
+        main(
+            [
+                "warmup",
+                "--model",
+                tiny_model_dir,
+                "--pool",
+                str(root / "pool"),
+                "--output-dir",
+                str(root / "warm"),
+                "--num-rows",
+                "8",
+                "--epochs",
+                "2",
+                "--lora-r",
+                "4",
+                "--lora-alpha",
+                "8",
+                "--per-device-batch-size",
+                "4",
+                "--gradient-accumulation-steps",
+                "1",
+                "--max-length",
+                "64",
+                "--learning-rate",
+                "1e-3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "select",
+                "--warmup-dir",
+                str(root / "warm"),
+                "--pool",
+                str(root / "pool"),
+                "--target",
+                f"add={root / 'add.jsonl'}",
+                "--n",
+                "5",
+                "--dims",
+                "128",
+                "256",
+                "--dim",
+                "128",
+                "--max-length",
+                "64",
+                "--output-dir",
+                str(root / "out"),
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -51,8 +99,19 @@ def test_select_builds_several_dims_in_one_pass(cli_run):
 
 def test_bad_target_spec_is_a_clear_error(cli_run):
     with pytest.raises(SystemExit, match="NAME=PATH"):
-        main(["select", "--warmup-dir", str(cli_run / "warm"), "--pool", str(cli_run / "pool"), "--target",
-              "no-equals-sign", "--output-dir", str(cli_run / "x")])
+        main(
+            [
+                "select",
+                "--warmup-dir",
+                str(cli_run / "warm"),
+                "--pool",
+                str(cli_run / "pool"),
+                "--target",
+                "no-equals-sign",
+                "--output-dir",
+                str(cli_run / "x"),
+            ]
+        )
 
 
 def test_load_data_rejects_unknown_paths(tmp_path):
@@ -68,6 +127,8 @@ def test_help_lists_config_fields():
 
 
 def test_import_is_light():
-    code = ("import sys, less_hf; bad = [m for m in ('faiss', 'less_hf.assets', 'less_hf.demo', 'gguf') "
-            "if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, less_hf; bad = [m for m in ('faiss', 'less_hf.assets', 'less_hf.demo', 'gguf') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -19,6 +19,7 @@ from less_hf.datastore import GradientFeaturizer, Manifest, build_target_feature
 from less_hf.datastore.build import make_projectors
 from less_hf.datastore.store import FeatureWriter
 from less_hf.tokenization import tokenize_dataset
+
 from reference.adam import adam_update
 from reference.dense_matrix import dense_matrix
 from reference.loop_gradients import flatten, loop_gradients
@@ -181,8 +182,9 @@ def test_resume_after_simulated_crash(datastore, warmup_dir, pool_with_bad, tmp_
     keep = np.setdiff1d(np.arange(49), redo)
     for key, ref in reference.items():
         assert np.array_equal(got[key][keep], ref[keep]), key
-        np.testing.assert_allclose(got[key][redo].astype(np.float32), ref[redo].astype(np.float32), rtol=2e-3,
-                                   atol=2e-3 * np.abs(ref).max())
+        np.testing.assert_allclose(
+            got[key][redo].astype(np.float32), ref[redo].astype(np.float32), rtol=2e-3, atol=2e-3 * np.abs(ref).max()
+        )
     assert got[("checkpoint-6", 64)][redo[:-1]].any()
 
 
@@ -212,8 +214,9 @@ def test_resume_after_exception_mid_build(datastore, warmup_dir, pool_with_bad, 
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     got = all_features(out, ["checkpoint-3", "checkpoint-6"])
     for key, ref in reference.items():
-        np.testing.assert_allclose(got[key].astype(np.float32), ref.astype(np.float32), rtol=2e-3,
-                                   atol=2e-3 * np.abs(ref).max())
+        np.testing.assert_allclose(
+            got[key].astype(np.float32), ref.astype(np.float32), rtol=2e-3, atol=2e-3 * np.abs(ref).max()
+        )
 
 
 def test_feature_writer_finalize_needs_every_row(tmp_path):
@@ -269,8 +272,9 @@ def reference_features(checkpoint, tiny_model_dir, tokenized, projector, transfo
     feats = {}
     for name, g in grads.items():
         m, v = moments.exp_avg[name].double().numpy(), moments.exp_avg_sq[name].double().numpy()
-        feats[name] = torch.from_numpy(adam_update(g.double().numpy(), m, v, moments.step, moments.betas,
-                                                   moments.eps, transform))
+        feats[name] = torch.from_numpy(
+            adam_update(g.double().numpy(), m, v, moments.step, moments.betas, moments.eps, transform)
+        )
     names = sorted(feats)
     matrix = explicit_matrix(projector, {n: feats[n][0].numel() for n in names})
     return (flatten(feats, names) @ matrix).numpy()
@@ -325,8 +329,9 @@ def test_other_transforms_end_to_end(warmup_dir, pool, tiny_model_dir, tokenizer
     assert store.manifest.transform == transform
     (projector,) = make_projectors(proj)
     checkpoint = find_checkpoints(warmup_dir)[0]
-    expected = reference_features(checkpoint, tiny_model_dir, tokenize_dataset(small, tokenizer, 64), projector,
-                                  transform)
+    expected = reference_features(
+        checkpoint, tiny_model_dir, tokenize_dataset(small, tokenizer, 64), projector, transform
+    )
     assert_rows_close(store.pool_features(checkpoint.name, 32), expected, rtol=2e-3)
 
 
@@ -340,5 +345,6 @@ def test_datastore_from_plain_hf_checkpoints_equals_captured(datastore, warmup_d
     assert store.weights == pytest.approx(datastore.weights)
     for checkpoint in ("checkpoint-3", "checkpoint-6"):
         for dim in DIMS:
-            np.testing.assert_array_equal(store.pool_features(checkpoint, dim),
-                                          datastore.pool_features(checkpoint, dim))
+            np.testing.assert_array_equal(
+                store.pool_features(checkpoint, dim), datastore.pool_features(checkpoint, dim)
+            )

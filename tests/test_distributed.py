@@ -1,4 +1,5 @@
-"""The warmup under `accelerate launch` with 2 CPU processes (DDP over gloo): the callback writes once, on the main process."""
+"""The warmup under `accelerate launch` with 2 CPU processes (DDP over gloo): the callback writes once, on the main
+process."""
 
 from __future__ import annotations
 
@@ -26,9 +27,25 @@ def ddp_warmup(tmp_path_factory, tiny_model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # `--cpu` with several processes needs MPI; `--multi_gpu` launches through torchrun, which on a machine without
     # GPUs (and with use_cpu=True in the script) runs DDP over gloo on CPU.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           str(script), tiny_model_dir, str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(script),
+        tiny_model_dir,
+        str(out),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -45,3 +62,53 @@ def test_two_processes_write_one_capture_per_checkpoint(ddp_warmup):
         saved = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True)
         first = saved["state"][0]["exp_avg"]
         assert any(torch.equal(first, t) for t in moments.exp_avg.values())
+
+
+def launch(script: str, *args: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(Path(__file__).parent / script),
+        *args,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_process_datastore_equals_single_process(warmup_dir, tmp_path):
+    import numpy as np
+    from distributed_select_script import make_pool, select_config, target
+
+    from less_hf.datastore import Datastore
+
+    single = select_config(str(warmup_dir), str(tmp_path / "single"))
+    single_scores = single.score(make_pool(), {"add": target()})["add"]
+    launch("distributed_select_script.py", str(warmup_dir), str(tmp_path / "double"), str(tmp_path / "scores.npy"))
+
+    one, two = Datastore.open(tmp_path / "single"), Datastore.open(tmp_path / "double")
+    assert one.row_ids == two.row_ids
+    assert (one.valid == two.valid).all()
+    for checkpoint in one.manifest.checkpoints:
+        a = np.asarray(one.pool_features(checkpoint.name, 256), dtype=np.float32)
+        b = np.asarray(two.pool_features(checkpoint.name, 256), dtype=np.float32)
+        assert np.abs(a).sum(axis=1).min() > 0  # every row was computed by one of the two processes
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=2e-3 * np.abs(a).max())
+        assert not list((tmp_path / "double" / "pool").glob("*.part"))
+        assert not list((tmp_path / "double" / "pool" / checkpoint.name).glob("done.rank*"))
+    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), single_scores, atol=1e-3)

@@ -8,7 +8,8 @@ import torch
 from less_hf.gradients import PerExampleGradients, collate, length_sorted_batches, per_example_loss
 from less_hf.gradients.per_example import iter_flat
 from less_hf.tokenization import IGNORE_INDEX, tokenize_dataset
-from reference.loop_gradients import flatten, lora_parameters, loop_gradients
+
+from reference.loop_gradients import flatten, loop_gradients, lora_parameters
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]
 
@@ -19,8 +20,15 @@ def make_lora_model(model_dir, targets=TARGETS, seed=0):
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=targets, init_lora_weights=False,
-                        bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
+        target_modules=targets,
+        init_lora_weights=False,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, config)
     model.eval()  # dropout off
     return model
@@ -54,10 +62,10 @@ def batched(per_example: PerExampleGradients, rows: list[dict], batch_size: int,
     names = sorted(per_example.shapes)
     flats, losses, counts = [], [], []
     for start in range(0, len(rows), batch_size):
-        grads, loss, count = per_example(collate(rows[start:start + batch_size], pad_id))
+        grads, loss, count = per_example(collate(rows[start : start + batch_size], pad_id))
         assert set(grads) == set(names)
         for name in names:
-            assert grads[name].shape == (len(rows[start:start + batch_size]), *per_example.shapes[name])
+            assert grads[name].shape == (len(rows[start : start + batch_size]), *per_example.shapes[name])
         flats.append(iter_flat(grads, names))
         losses.append(loss)
         counts.append(count)
@@ -121,8 +129,10 @@ def test_row_without_supervised_token(lora_model, tokenizer):
     rows = random_rows(4, len(tokenizer), seed=3)
     empty = {"input_ids": rows[1]["input_ids"], "labels": [IGNORE_INDEX] * len(rows[1]["input_ids"])}
     # only the first label is supervised: the causal shift drops it, so nothing is left either
-    first_only = {"input_ids": rows[2]["input_ids"], "labels": rows[2]["input_ids"][:1] + [IGNORE_INDEX] * (
-        len(rows[2]["input_ids"]) - 1)}
+    first_only = {
+        "input_ids": rows[2]["input_ids"],
+        "labels": rows[2]["input_ids"][:1] + [IGNORE_INDEX] * (len(rows[2]["input_ids"]) - 1),
+    }
     mixed = [rows[0], empty, first_only, rows[3]]
     per_example = PerExampleGradients(lora_model)
     got, losses, counts = batched(per_example, mixed, batch_size=4)

@@ -9,6 +9,7 @@ import torch
 
 from less_hf.projection import PROJECTORS, DenseProjector, SparseProjector, build_projector
 from less_hf.projection.hashing import hash32, hash32_int, parameter_seed
+
 from reference.dense_matrix import dense_matrix, hash32_python, sparse_matrix
 
 SIZES = {"layers.0.q_proj.lora_A.weight": 24, "layers.0.q_proj.lora_B.weight": 16, "layers.1.o_proj.lora_A.weight": 9}
@@ -101,8 +102,9 @@ def test_linearity(kind):
     x, y = random_features(SIZES, seed=1), random_features(SIZES, seed=2)
     a, b = 0.7, -2.5
     combo = {n: a * x[n] + b * y[n] for n in x}
-    torch.testing.assert_close(projector.project(combo), a * projector.project(x) + b * projector.project(y),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        projector.project(combo), a * projector.project(x) + b * projector.project(y), rtol=1e-4, atol=1e-4
+    )
     # additivity across parameters: projecting each parameter alone and summing is the same map
     parts = sum(projector.project({n: x[n]}) for n in x)
     torch.testing.assert_close(projector.project(x), parts, rtol=1e-5, atol=1e-5)
@@ -166,8 +168,12 @@ def test_sparse_cache_consistent():
 
 def test_hash_bits_match_python_integers():
     g = torch.Generator().manual_seed(0)
-    values = torch.cat([torch.randint(0, 2**32, (2000,), generator=g, dtype=torch.long),
-                        torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1])])
+    values = torch.cat(
+        [
+            torch.randint(0, 2**32, (2000,), generator=g, dtype=torch.long),
+            torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1]),
+        ]
+    )
     hashed = hash32(values)
     assert hashed.dtype == torch.long
     assert ((hashed >= 0) & (hashed < 2**32)).all()

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from conftest import make_pool
 from less_hf import GradientConfig, LESSSelector, ProjectionConfig, SelectionConfig
 from less_hf.datastore import Datastore, Manifest, TargetFeatures
 from less_hf.datastore.manifest import CheckpointEntry
 from less_hf.datastore.store import FeatureWriter
 from less_hf.scoring import AGGREGATES, normalize_rows, score_datastore, subtask_directions
+
+from conftest import make_pool
 
 CHECKPOINTS = ["checkpoint-2", "checkpoint-5", "checkpoint-9"]
 WEIGHTS = [0.5, 0.3, 0.2]
@@ -33,27 +34,41 @@ def synthetic(tmp_path_factory):
     rng = np.random.default_rng(0)
     n, dims = 53, [16, 24]
     manifest = Manifest(
-        base_model="none", checkpoints=[CheckpointEntry(c, str(root / c), i + 1, w, w)
-                                        for i, (c, w) in enumerate(zip(CHECKPOINTS, WEIGHTS))],
-        transform="adam", projectors=[{"kind": "dense", "dim": d, "seed": 0} for d in dims], storage_dtype="float16",
-        max_length=8, truncation="keep_completion", n_rows=n, dataset_fingerprint="x", status="complete")
+        base_model="none",
+        checkpoints=[
+            CheckpointEntry(c, str(root / c), i + 1, w, w) for i, (c, w) in enumerate(zip(CHECKPOINTS, WEIGHTS))
+        ],
+        transform="adam",
+        projectors=[{"kind": "dense", "dim": d, "seed": 0} for d in dims],
+        storage_dtype="float16",
+        max_length=8,
+        truncation="keep_completion",
+        n_rows=n,
+        dataset_fingerprint="x",
+        status="complete",
+    )
     manifest.save(root)
     valid = np.ones(n, dtype=bool)
     valid[[4, 30]] = False
     np.save(root / "valid.npy", valid)
     for c in CHECKPOINTS:
         # scales differ per row: cosines must not depend on them
-        write_features(root / "pool" / c, {d: rng.normal(size=(n, d)) * rng.uniform(0.01, 100, size=(n, 1))
-                                           for d in dims})
+        write_features(
+            root / "pool" / c, {d: rng.normal(size=(n, d)) * rng.uniform(0.01, 100, size=(n, 1)) for d in dims}
+        )
     targets = []
-    specs = {"one": (["one"] * 4, [True] * 4),
-             "multi": (["x", "y", "x", "z", "y", "y", "x"], [True, True, False, True, True, True, True]),
-             "pair": (["p", "q"], [True, True])}
+    specs = {
+        "one": (["one"] * 4, [True] * 4),
+        "multi": (["x", "y", "x", "z", "y", "y", "x"], [True, True, False, True, True, True, True]),
+        "pair": (["p", "q"], [True, True]),
+    }
     for name, (subtasks, tvalid) in specs.items():
         directory = root / "targets" / name
         for c in CHECKPOINTS:
-            write_features(directory / c, {d: rng.normal(size=(len(subtasks), d)) * rng.uniform(0.1, 10, size=(
-                len(subtasks), 1)) for d in dims})
+            write_features(
+                directory / c,
+                {d: rng.normal(size=(len(subtasks), d)) * rng.uniform(0.1, 10, size=(len(subtasks), 1)) for d in dims},
+            )
         targets.append(TargetFeatures(name, directory, subtasks, np.asarray(tvalid)))
     return Datastore.open(root), targets
 
@@ -164,10 +179,13 @@ def test_normalize_rows():
 def test_real_scores_with_subtask_column(warmup_dir, pool, tmp_path):
     target_pool = make_pool(12, seed=100)
     target = target_pool.add_column("subtask", target_pool["source"])
-    selector = LESSSelector(warmup_dir, datastore_dir=tmp_path / "ds",
-                            projection_config=ProjectionConfig(dims=[128]),
-                            gradient_config=GradientConfig(max_length=64, batch_size=16),
-                            selection_config=SelectionConfig(aggregate="cosine_of_mean"))
+    selector = LESSSelector(
+        warmup_dir,
+        datastore_dir=tmp_path / "ds",
+        projection_config=ProjectionConfig(dims=[128]),
+        gradient_config=GradientConfig(max_length=64, batch_size=16),
+        selection_config=SelectionConfig(aggregate="cosine_of_mean"),
+    )
     scores = selector.score(pool, {"mixed": target})["mixed"]
     datastore = selector.datastore
     (directory,) = (datastore.directory / "targets").iterdir()

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from datasets import Dataset, load_from_disk
 
-from conftest import make_pool
 from less_hf import GradientConfig, LESSSelector, ProjectionConfig, SelectionConfig
 from less_hf.output import subset_with_scores, top_indices
 from less_hf.selection.base import budget
+
+from conftest import make_pool
 
 GRAD = GradientConfig(max_length=64, batch_size=16)
 PROJ = ProjectionConfig(dims=[256])
@@ -19,8 +20,9 @@ PROJ = ProjectionConfig(dims=[256])
 
 @pytest.fixture(scope="module")
 def selector(warmup_dir, tmp_path_factory):
-    return LESSSelector(warmup_dir, datastore_dir=tmp_path_factory.mktemp("sel") / "ds", gradient_config=GRAD,
-                        projection_config=PROJ)
+    return LESSSelector(
+        warmup_dir, datastore_dir=tmp_path_factory.mktemp("sel") / "ds", gradient_config=GRAD, projection_config=PROJ
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +133,27 @@ def test_datastore_is_reused_across_selections(selector, pool, targets):
 
 def test_selection_config(warmup_dir, pool, targets, selector, tmp_path):
     selector.select(pool, targets["add"], n=1)  # make sure the datastore exists
-    configured = LESSSelector(warmup_dir, datastore_dir=selector.datastore_dir, gradient_config=GRAD,
-                              projection_config=PROJ, selection_config=SelectionConfig(n=4, score_column="s"))
+    configured = LESSSelector(
+        warmup_dir,
+        datastore_dir=selector.datastore_dir,
+        gradient_config=GRAD,
+        projection_config=PROJ,
+        selection_config=SelectionConfig(n=4, score_column="s"),
+    )
     selected = configured.select(pool, targets["add"])
     assert len(selected) == 4 and selected.column_names[-2:] == ["s", "s_rank"]
-    by_fraction = LESSSelector(warmup_dir, datastore_dir=selector.datastore_dir, gradient_config=GRAD,
-                               projection_config=PROJ, selection_config=SelectionConfig(fraction=0.5))
+    by_fraction = LESSSelector(
+        warmup_dir,
+        datastore_dir=selector.datastore_dir,
+        gradient_config=GRAD,
+        projection_config=PROJ,
+        selection_config=SelectionConfig(fraction=0.5),
+    )
     assert len(by_fraction.select(pool, targets["add"])) == 24
     assert len(by_fraction.select(pool, targets["add"], n=3)) == 3  # an explicit budget wins
-    default = LESSSelector(warmup_dir, datastore_dir=selector.datastore_dir, gradient_config=GRAD,
-                           projection_config=PROJ)
+    default = LESSSelector(
+        warmup_dir, datastore_dir=selector.datastore_dir, gradient_config=GRAD, projection_config=PROJ
+    )
     assert len(default.select(pool, targets["add"])) == 2  # 5% of 48
 
 
@@ -152,8 +165,10 @@ def test_pool_with_score_column_is_refused(selector, pool, targets):
 
 def test_rows_without_supervised_token_are_never_selected(warmup_dir, pool, targets, tmp_path, caplog):
     rows = pool.to_list()
-    bad = [{"id": "bad-1", "source": "add", "messages": [{"role": "user", "content": "what is 1 plus 1 ?"}]},
-           {"id": "bad-2", "source": "add", "messages": [{"role": "user", "content": "what is 2 plus 2 ?"}]}]
+    bad = [
+        {"id": "bad-1", "source": "add", "messages": [{"role": "user", "content": "what is 1 plus 1 ?"}]},
+        {"id": "bad-2", "source": "add", "messages": [{"role": "user", "content": "what is 2 plus 2 ?"}]},
+    ]
     with_bad = Dataset.from_list(bad[:1] + rows + bad[1:])
     selector = LESSSelector(warmup_dir, datastore_dir=tmp_path / "ds", gradient_config=GRAD, projection_config=PROJ)
     with caplog.at_level(logging.WARNING, logger="less_hf"):

@@ -89,8 +89,11 @@ def test_messages_multi_turn_supervises_every_assistant_turn(tokenizer):
 
 def test_leading_assistant_turn_supervises_only_its_content(tokenizer):
     """A chat that opens with the assistant: its role header is template, not completion."""
-    messages = [{"role": "assistant", "content": "hello there"}, {"role": "user", "content": "hi"},
-                {"role": "assistant", "content": "yes"}]
+    messages = [
+        {"role": "assistant", "content": "hello there"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yes"},
+    ]
     out = tokenize_row({"messages": messages}, tokenizer, "messages")
     runs = supervised_runs(out["input_ids"], out["labels"])
     assert len(runs) == 2
@@ -125,8 +128,9 @@ def test_conversational_prompt_completion(tokenizer):
     out = tokenize_row({"prompt": prompt, "completion": completion}, tokenizer, "prompt_completion")
     ids, labels = out["input_ids"], out["labels"]
     first = first_supervised(labels)
-    assert tokenizer.decode(ids[:first]) == tokenizer.apply_chat_template(prompt, tokenize=False,
-                                                                          add_generation_prompt=True)
+    assert tokenizer.decode(ids[:first]) == tokenizer.apply_chat_template(
+        prompt, tokenize=False, add_generation_prompt=True
+    )
     runs = supervised_runs(ids, labels)
     assert len(runs) == 1
     assert_turn(tokenizer.decode(runs[0]), "five")
@@ -134,8 +138,9 @@ def test_conversational_prompt_completion(tokenizer):
 
 def test_conversational_prompt_needs_conversational_completion(tokenizer):
     with pytest.raises(ValueError, match="completion"):
-        tokenize_row({"prompt": [{"role": "user", "content": "hi"}], "completion": "hello"}, tokenizer,
-                     "prompt_completion")
+        tokenize_row(
+            {"prompt": [{"role": "user", "content": "hi"}], "completion": "hello"}, tokenizer, "prompt_completion"
+        )
 
 
 def test_text_supervises_everything(tokenizer):
@@ -173,7 +178,7 @@ def test_truncation_keep_completion_long_completion(tokenizer):
     full = tokenize_row(row, tokenizer, "prompt_completion", max_length=10_000)
     first = first_supervised(full["labels"])
     out = tokenize_row(row, tokenizer, "prompt_completion", max_length=16, truncation="keep_completion")
-    assert out["input_ids"] == full["input_ids"][first:first + 16]
+    assert out["input_ids"] == full["input_ids"][first : first + 16]
     assert all(lab != IGNORE_INDEX for lab in out["labels"])
     assert out["num_supervised"] == 15
 
@@ -215,8 +220,11 @@ def test_chat_without_assistant_turn_has_no_supervised_token(tokenizer):
 
 
 def test_empty_assistant_content_still_supervises_the_end_token(tokenizer):
-    out = tokenize_row({"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": ""}]},
-                       tokenizer, "messages")
+    out = tokenize_row(
+        {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": ""}]},
+        tokenizer,
+        "messages",
+    )
     (run,) = supervised_runs(out["input_ids"], out["labels"])
     assert_turn(tokenizer.decode(run), "")
     assert out["num_supervised"] == len(run) >= 1

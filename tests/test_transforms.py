@@ -11,6 +11,7 @@ import torch
 from less_hf.capture import OptimizerMoments, find_checkpoints
 from less_hf.capture.optimizer_state import CAPTURE_DIR
 from less_hf.gradients import TRANSFORMS, apply_transform, get_transform
+
 from reference.adam import adam_update, torch_adamw_direction
 
 VARIANTS = ["adam", "adam_reference", "adam_torch", "sgd"]
@@ -23,7 +24,8 @@ def random_state(seed: int, step: int, betas=(0.8, 0.95), eps=1e-6, batch=3):
     grads, m, v = {}, {}, {}
     for name, shape in shapes.items():
         grads[name] = torch.randn((batch, *shape), generator=g) * 10 ** torch.empty((batch, *shape)).uniform_(
-            -5, 0, generator=g)
+            -5, 0, generator=g
+        )
         m[name] = torch.randn(shape, generator=g) * 1e-3
         v[name] = torch.rand(shape, generator=g) * 10 ** torch.empty(shape).uniform_(-14, -4, generator=g)
     return grads, OptimizerMoments(m, v, step=step, betas=betas, eps=eps)
@@ -36,8 +38,9 @@ def test_transform_names():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("step,betas,eps", [(0, (0.9, 0.999), 1e-8), (7, (0.8, 0.95), 1e-6),
-                                            (1000, (0.9, 0.999), 1e-8)])
+@pytest.mark.parametrize(
+    "step,betas,eps", [(0, (0.9, 0.999), 1e-8), (7, (0.8, 0.95), 1e-6), (1000, (0.9, 0.999), 1e-8)]
+)
 def test_matches_float64_formula(variant, step, betas, eps):
     grads, moments = random_state(seed=step, step=step, betas=betas, eps=eps)
     copies = {k: g.clone() for k, g in grads.items()}
@@ -45,8 +48,15 @@ def test_matches_float64_formula(variant, step, betas, eps):
     assert set(out) == set(grads)
     for name, g in grads.items():
         for b in range(g.shape[0]):
-            expected = adam_update(g[b].numpy(), moments.exp_avg[name].numpy(), moments.exp_avg_sq[name].numpy(),
-                                   step, betas, eps, variant)
+            expected = adam_update(
+                g[b].numpy(),
+                moments.exp_avg[name].numpy(),
+                moments.exp_avg_sq[name].numpy(),
+                step,
+                betas,
+                eps,
+                variant,
+            )
             got = out[name][b].double().numpy()
             scale = np.abs(expected).max()
             np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6 * scale)
@@ -55,24 +65,27 @@ def test_matches_float64_formula(variant, step, betas, eps):
 def test_variants_are_distinguishable():
     """On these inputs the variants really differ, so matching the formula above pins each one down."""
     grads, moments = random_state(seed=3, step=4)
-    outs = {v: torch.cat([t.flatten() for _, t in sorted(apply_transform(v, dict(grads), moments).items())])
-            for v in VARIANTS}
+    outs = {
+        v: torch.cat([t.flatten() for _, t in sorted(apply_transform(v, dict(grads), moments).items())])
+        for v in VARIANTS
+    }
     for a, b in itertools.combinations(VARIANTS, 2):
         ua, ub = outs[a] / outs[a].norm(), outs[b] / outs[b].norm()
         assert (ua - ub).norm() > 1e-2, (a, b)
 
 
-@pytest.mark.parametrize("step,betas,eps", [(0, (0.9, 0.999), 1e-8), (5, (0.8, 0.95), 1e-6),
-                                            (123, (0.9, 0.99), 1e-8)])
+@pytest.mark.parametrize("step,betas,eps", [(0, (0.9, 0.999), 1e-8), (5, (0.8, 0.95), 1e-6), (123, (0.9, 0.99), 1e-8)])
 def test_adam_torch_is_a_real_adamw_step(step, betas, eps):
     grads, moments = random_state(seed=10 + step, step=step, betas=betas, eps=eps)
     out = apply_transform("adam_torch", dict(grads), moments)
     for name, g in grads.items():
         for b in range(g.shape[0]):
-            direction = torch_adamw_direction(g[b], moments.exp_avg[name], moments.exp_avg_sq[name], step, betas,
-                                              eps, lr=1e-3)
-            torch.testing.assert_close(out[name][b].double(), direction, rtol=1e-5,
-                                       atol=1e-6 * float(direction.abs().max()))
+            direction = torch_adamw_direction(
+                g[b], moments.exp_avg[name], moments.exp_avg_sq[name], step, betas, eps, lr=1e-3
+            )
+            torch.testing.assert_close(
+                out[name][b].double(), direction, rtol=1e-5, atol=1e-6 * float(direction.abs().max())
+            )
 
 
 def test_adam_torch_from_a_warmup_checkpoint(warmup_dir):
@@ -85,10 +98,17 @@ def test_adam_torch_from_a_warmup_checkpoint(warmup_dir):
     out = apply_transform("adam_torch", dict(grads), moments)
     for name in list(grads)[:6]:
         for b in range(2):
-            direction = torch_adamw_direction(grads[name][b], moments.exp_avg[name], moments.exp_avg_sq[name],
-                                              moments.step, moments.betas, moments.eps)
-            torch.testing.assert_close(out[name][b].double(), direction, rtol=1e-5,
-                                       atol=1e-6 * float(direction.abs().max()))
+            direction = torch_adamw_direction(
+                grads[name][b],
+                moments.exp_avg[name],
+                moments.exp_avg_sq[name],
+                moments.step,
+                moments.betas,
+                moments.eps,
+            )
+            torch.testing.assert_close(
+                out[name][b].double(), direction, rtol=1e-5, atol=1e-6 * float(direction.abs().max())
+            )
 
 
 def test_sgd_is_the_gradient_and_needs_no_moments():

@@ -27,7 +27,8 @@ def _base_model_path(model: Any) -> str | None:
 class GradientCaptureCallback(TrainerCallback):
     """Add to any `Trainer` / TRL `SFTTrainer` training a peft LoRA model with Adam(W)::
 
-        trainer = SFTTrainer(model, args=args, train_dataset=ds, peft_config=lora, callbacks=[GradientCaptureCallback()])
+        trainer = SFTTrainer(model, args=args, train_dataset=ds, peft_config=lora,
+                             callbacks=[GradientCaptureCallback()])
 
     At every save it writes ``checkpoint-N/less_hf/`` (atomically) holding:
 
@@ -48,8 +49,9 @@ class GradientCaptureCallback(TrainerCallback):
         self._lrs: list[float] = []
         self._steps: list[int] = []
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         optimizer = kwargs.get("optimizer")
         if optimizer is None:
             raise ValueError("GradientCaptureCallback needs the Trainer's optimizer; none was passed to the callback.")
@@ -64,8 +66,9 @@ class GradientCaptureCallback(TrainerCallback):
             raise ValueError("The model has no trainable parameters; wrap it with peft LoRA before training.")
         self._lrs, self._steps = [], []
 
-    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                          **kwargs: Any) -> None:
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         # Called after optimizer.step() and before lr_scheduler.step(): param_groups hold the lr just used.
         optimizer = kwargs["optimizer"]
         self._lrs.append(float(optimizer.param_groups[0]["lr"]))

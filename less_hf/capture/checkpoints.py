@@ -62,7 +62,8 @@ def find_checkpoints(output_dir: str | os.PathLike) -> list[CheckpointInfo]:
     )
     if not found:
         raise FileNotFoundError(
-            f"No checkpoint-N folders in {output_dir}. Run the warmup with save_strategy='epoch' (less_hf.warmup does)."
+            f"No checkpoint-N folders in {output_dir}. Run the warmup with save_strategy='epoch' "
+            "(less_hf.warmup does)."
         )
     infos, previous = [], 0
     for step, path in found:

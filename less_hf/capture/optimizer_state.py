@@ -21,7 +21,8 @@ CAPTURE_DIR = "less_hf"
 def canonical_name(name: str, adapter_name: str = "default") -> str:
     """Name of a LoRA parameter independent of DDP wrapping and of the adapter's name.
 
-    ``module.base_model.model.layers.0.q_proj.lora_A.default.weight`` → ``base_model.model.layers.0.q_proj.lora_A.weight``
+    ``module.base_model.model.layers.0.q_proj.lora_A.default.weight``
+    → ``base_model.model.layers.0.q_proj.lora_A.weight``
     """
     if name.startswith("module."):
         name = name[len("module.") :]
@@ -86,8 +87,14 @@ class OptimizerMoments:
         exp_avg = {k.rsplit("::", 1)[0]: v for k, v in tensors.items() if k.endswith("::exp_avg")}
         exp_avg_sq = {k.rsplit("::", 1)[0]: v for k, v in tensors.items() if k.endswith("::exp_avg_sq")}
         known = {"step", "betas", "eps"}
-        return cls(exp_avg, exp_avg_sq, int(state["step"]), tuple(state["betas"]), float(state["eps"]),
-                   {k: v for k, v in state.items() if k not in known})
+        return cls(
+            exp_avg,
+            exp_avg_sq,
+            int(state["step"]),
+            tuple(state["betas"]),
+            float(state["eps"]),
+            {k: v for k, v in state.items() if k not in known},
+        )
 
     def check_matches(self, shapes: dict[str, torch.Size]) -> None:
         """Check that every trainable parameter has moments of its shape (and nothing else is left over)."""
@@ -141,8 +148,9 @@ def moments_from_optimizer(optimizer: Any, model: torch.nn.Module, adapter_name:
     return OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)
 
 
-def moments_from_hf_checkpoint(checkpoint_dir: str | os.PathLike, model: torch.nn.Module,
-                               adapter_name: str = "default") -> OptimizerMoments:
+def moments_from_hf_checkpoint(
+    checkpoint_dir: str | os.PathLike, model: torch.nn.Module, adapter_name: str = "default"
+) -> OptimizerMoments:
     """Moments from a plain HF Trainer checkpoint (``optimizer.pt`` or ``optimizer.bin``) saved without the callback.
 
     The Trainer saves state by position: the trainable parameters that get weight decay, in ``named_parameters()``

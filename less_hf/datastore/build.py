@@ -17,11 +17,18 @@ from ..capture.checkpoints import CheckpointInfo, checkpoint_weights, find_check
 from ..capture.optimizer_state import CAPTURE_DIR, OptimizerMoments, moments_from_hf_checkpoint
 from ..config import GradientConfig, ProjectionConfig
 from ..gradients import PerExampleGradients, apply_transform, collate, get_transform, length_sorted_batches
-from ..modeling import (base_model_of, load_peft_model, load_tokenizer, resolve_device, resolve_dtype,
-                        swap_adapter_weights)
+from ..modeling import (
+    base_model_of,
+    load_peft_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    swap_adapter_weights,
+)
 from ..projection import Projector, build_projector
 from ..tokenization import tokenize_dataset
-from .manifest import CheckpointEntry, Manifest, write_json_atomic
+from .distributed import current_shard
+from .manifest import CheckpointEntry, Manifest, save_npy_atomic, write_json_atomic
 from .store import FeatureWriter, open_features
 
 logger = logging.get_logger(__name__)
@@ -57,12 +64,18 @@ class GradientFeaturizer:
         base_model: base model path/name (default: recorded in the checkpoint).
     """
 
-    def __init__(self, checkpoints: list[CheckpointInfo], config: GradientConfig, projectors: list[Projector],
-                 base_model: str | None = None) -> None:
+    def __init__(
+        self,
+        checkpoints: list[CheckpointInfo],
+        config: GradientConfig,
+        projectors: list[Projector],
+        base_model: str | None = None,
+    ) -> None:
         self.checkpoints = checkpoints
         self.config = config
         self.projectors = projectors
         self.base_model = base_model or base_model_of(checkpoints[0].path)
+        self.shard = current_shard()
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = load_tokenizer(self.base_model)
@@ -94,8 +107,15 @@ class GradientFeaturizer:
     def tokenize(self, dataset, desc: str = "Tokenizing") -> Any:
         return tokenize_dataset(dataset, self.tokenizer, self.config.max_length, self.config.truncation, desc=desc)
 
-    def featurize(self, checkpoint: CheckpointInfo, tokenized, writer: FeatureWriter, transform: str,
-                  desc: str = "Gradients", flush_every: int = 20) -> None:
+    def featurize(
+        self,
+        checkpoint: CheckpointInfo,
+        tokenized,
+        writer: FeatureWriter,
+        transform: str,
+        desc: str = "Gradients",
+        flush_every: int = 20,
+    ) -> None:
         """Compute features for the rows of ``tokenized`` that ``writer`` still misses (rows with no supervised
         token get zeros; callers mask them out with the valid mask)."""
         get_transform(transform)
@@ -110,7 +130,13 @@ class GradientFeaturizer:
         todo = pending[counts[pending] > 0]
         lengths = [len(x) for x in tokenized.select(todo.tolist())["input_ids"]] if len(todo) else []
         pad_id = self.tokenizer.pad_token_id
-        bar = tqdm(total=len(todo), desc=f"{desc} [{checkpoint.name}]", unit="row", dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo),
+            desc=f"{desc} [{checkpoint.name}]",
+            unit="row",
+            dynamic_ncols=True,
+            disable=not self.shard.is_main,
+        )
         for n_batch, batch_pos in enumerate(length_sorted_batches(lengths, self.config.batch_size)):
             rows = todo[batch_pos]
             batch = collate([tokenized[int(i)] for i in rows], pad_id, self.device)
@@ -139,8 +165,9 @@ class Datastore:
         directory = Path(directory)
         manifest = Manifest.load(directory)
         if manifest.status != "complete":
-            raise RuntimeError(f"Datastore {directory} is incomplete (status {manifest.status!r}); run the build again "
-                               "to resume it.")
+            raise RuntimeError(
+                f"Datastore {directory} is incomplete (status {manifest.status!r}); run the build again to resume it."
+            )
         return cls(directory, manifest)
 
     @property
@@ -160,8 +187,10 @@ class Datastore:
         return open_features(self.directory / "pool" / checkpoint, dim)
 
     def checkpoint_infos(self) -> list[CheckpointInfo]:
-        return [CheckpointInfo(Path(c.path), c.step, c.mean_lr, (Path(c.path) / CAPTURE_DIR).exists())
-                for c in self.manifest.checkpoints]
+        return [
+            CheckpointInfo(Path(c.path), c.step, c.mean_lr, (Path(c.path) / CAPTURE_DIR).exists())
+            for c in self.manifest.checkpoints
+        ]
 
 
 def make_projectors(config: ProjectionConfig) -> list[Projector]:
@@ -169,9 +198,15 @@ def make_projectors(config: ProjectionConfig) -> list[Projector]:
     return [build_projector(config.kind, dim, config.seed, **kwargs) for dim in sorted(set(config.dims))]
 
 
-def build_datastore(warmup_dir: str | os.PathLike, pool, output_dir: str | os.PathLike,
-                    gradient_config: GradientConfig | None = None, projection_config: ProjectionConfig | None = None,
-                    base_model: str | None = None, featurizer: GradientFeaturizer | None = None) -> Datastore:
+def build_datastore(
+    warmup_dir: str | os.PathLike,
+    pool,
+    output_dir: str | os.PathLike,
+    gradient_config: GradientConfig | None = None,
+    projection_config: ProjectionConfig | None = None,
+    base_model: str | None = None,
+    featurizer: GradientFeaturizer | None = None,
+) -> Datastore:
     """Build (or resume, or reuse) the pool's gradient datastore.
 
     Args:
@@ -196,8 +231,10 @@ def build_datastore(warmup_dir: str | os.PathLike, pool, output_dir: str | os.Pa
         logger.warning("Pool features use the plain gradient (optimizer_transform='sgd'), not LESS's Adam update.")
     manifest = Manifest(
         base_model=base_model or base_model_of(checkpoints[0].path),
-        checkpoints=[CheckpointEntry(c.name, str(c.path.resolve()), c.step, float(w), c.mean_lr)
-                     for c, w in zip(checkpoints, weights)],
+        checkpoints=[
+            CheckpointEntry(c.name, str(c.path.resolve()), c.step, float(w), c.mean_lr)
+            for c, w in zip(checkpoints, weights)
+        ],
         transform=gradient_config.optimizer_transform,
         projectors=[p.spec() for p in projectors],
         storage_dtype=projection_config.storage_dtype,
@@ -222,25 +259,36 @@ def build_datastore(warmup_dir: str | os.PathLike, pool, output_dir: str | os.Pa
             return Datastore(output_dir, existing)
         manifest.created = existing.created
         logger.info("Resuming datastore build at %s", output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    manifest.save(output_dir)
-    write_json_atomic(output_dir / ROW_IDS_FILE, row_ids(pool))
-
     featurizer = featurizer or GradientFeaturizer(checkpoints, gradient_config, projectors, base_model)
+    shard = featurizer.shard
+    if shard.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        manifest.save(output_dir)
+        write_json_atomic(output_dir / ROW_IDS_FILE, row_ids(pool))
     tokenized = featurizer.tokenize(pool, desc="Tokenizing pool")
     counts = np.asarray(tokenized["num_supervised"])
     valid = counts > 0
-    if not valid.all():
+    if not valid.all() and shard.is_main:
         bad = [row_ids(pool)[i] for i in np.flatnonzero(~valid)[:5]]
-        logger.warning("%d pool rows have no supervised token after truncation to %d tokens (e.g. %s); they will "
-                       "never be selected.", int((~valid).sum()), gradient_config.max_length, bad)
-    np.save(output_dir / VALID_FILE, valid)
+        logger.warning(
+            "%d pool rows have no supervised token after truncation to %d tokens (e.g. %s); they will "
+            "never be selected.",
+            int((~valid).sum()),
+            gradient_config.max_length,
+            bad,
+        )
+    if shard.is_main:
+        save_npy_atomic(output_dir / VALID_FILE, valid)
+    shard.barrier()
     for checkpoint in checkpoints:
-        writer = FeatureWriter(output_dir / "pool" / checkpoint.name, len(pool), manifest.dims,
-                               projection_config.storage_dtype)
+        writer = FeatureWriter(
+            output_dir / "pool" / checkpoint.name, len(pool), manifest.dims, projection_config.storage_dtype, shard
+        )
         featurizer.featurize(checkpoint, tokenized, writer, gradient_config.optimizer_transform, desc="Pool")
         writer.finalize()
     manifest.num_params = featurizer.num_params or manifest.num_params
     manifest.status = "complete"
-    manifest.save(output_dir)
+    if shard.is_main:
+        manifest.save(output_dir)
+    shard.barrier()
     return Datastore(output_dir, manifest)

@@ -20,6 +20,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_npy_atomic(path: Path, array) -> None:
+    """``np.save`` through a temp file and a rename."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
 @dataclass
 class CheckpointEntry:
     name: str

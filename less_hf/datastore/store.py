@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .distributed import Shard
+
 DONE_FILE = "done.npy"
 
 
@@ -21,49 +23,68 @@ def feature_file(directory: Path, dim: int) -> Path:
 class FeatureWriter:
     """Writes ``(n_rows, dim)`` features for one (split, checkpoint) into ``directory``, resumably.
 
+    Under `accelerate launch` every process makes its own writer for the same folder: the main process creates the
+    arrays, each process writes only the rows its :class:`~less_hf.datastore.distributed.Shard` owns and records them
+    in its own done-mask, and :meth:`finalize` (called by all) merges the masks and renames the folder once.
+
     Args:
         directory: the final folder; work happens in ``directory.part`` until :meth:`finalize`.
         n_rows: rows in the split.
         dims: projection dimensions (one ``d{dim}.npy`` each).
         dtype: storage dtype (``float16`` or ``float32``).
+        shard: this process's share of the rows (default: the whole job).
     """
 
-    def __init__(self, directory: Path, n_rows: int, dims: list[int], dtype: str = "float16") -> None:
+    def __init__(
+        self, directory: Path, n_rows: int, dims: list[int], dtype: str = "float16", shard: Shard | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.part = self.directory.with_name(self.directory.name + ".part")
+        self.shard = shard or Shard()
         self.complete = self.directory.is_dir()
         self.n_rows, self.dims = n_rows, dims
         if self.complete:
             return
-        self.part.mkdir(parents=True, exist_ok=True)
-        self.arrays = {}
-        for dim in dims:
-            path = feature_file(self.part, dim)
-            array = None
-            if path.exists():
-                try:
-                    array = np.lib.format.open_memmap(path, mode="r+")
-                except ValueError:  # torn header from a crash: start this file again
-                    array = None
-                if array is not None and (array.shape != (n_rows, dim) or array.dtype != np.dtype(dtype)):
-                    array = None
-            if array is None:
-                array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, dim))
-                self._reset_done()
-            self.arrays[dim] = array
-        done_path = self.part / DONE_FILE
-        self.done = np.load(done_path) if done_path.exists() else np.zeros(n_rows, dtype=bool)
-        if self.done.shape != (n_rows,):
-            self.done = np.zeros(n_rows, dtype=bool)
+        if self.shard.is_main:
+            self.part.mkdir(parents=True, exist_ok=True)
+            for dim in dims:
+                if self._open(dim, dtype) is None:
+                    np.lib.format.open_memmap(
+                        feature_file(self.part, dim), mode="w+", dtype=dtype, shape=(n_rows, dim)
+                    )
+                    for done_file in self.part.glob("done*.npy"):  # rows of a recreated array are not done
+                        done_file.unlink()
+        self.shard.barrier()
+        self.arrays = {dim: self._open(dim, dtype) for dim in dims}
+        self.done = np.zeros(n_rows, dtype=bool)
+        for done_file in self.part.glob("done*.npy"):
+            mask = np.load(done_file)
+            if mask.shape == (n_rows,):
+                self.done |= mask
+        self.shard.barrier()  # every process has read the masks before anyone writes its own
 
-    def _reset_done(self) -> None:
-        (self.part / DONE_FILE).unlink(missing_ok=True)
+    def _open(self, dim: int, dtype: str) -> np.ndarray | None:
+        """The ``.part`` array of ``dim`` if it exists whole with the right shape and dtype, else None."""
+        path = feature_file(self.part, dim)
+        if not path.exists():
+            return None
+        try:
+            array = np.lib.format.open_memmap(path, mode="r+")
+        except ValueError:  # torn header from a crash: start this file again
+            return None
+        if array.shape != (self.n_rows, dim) or array.dtype != np.dtype(dtype):
+            return None
+        return array
+
+    @property
+    def _done_file(self) -> Path:
+        return self.part / (DONE_FILE if self.shard.world_size == 1 else f"done.rank{self.shard.rank}.npy")
 
     def pending(self) -> np.ndarray:
-        """Row indices still to compute."""
+        """Row indices this process still has to compute."""
         if self.complete:
             return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(~self.done)
+        return self.shard.owns(np.flatnonzero(~self.done))
 
     def write(self, rows: np.ndarray, features: dict[int, np.ndarray]) -> None:
         """Store ``features[dim]`` (``(len(rows), dim)``) at ``rows``; marks them done at the next flush."""
@@ -77,22 +98,29 @@ class FeatureWriter:
             return
         for array in self.arrays.values():
             array.flush()
-        tmp = self.part / f".{DONE_FILE}.tmp"
+        tmp = self._done_file.with_name(f".{self._done_file.name}.tmp")
         with open(tmp, "wb") as f:
             np.save(f, self.done)
-        os.replace(tmp, self.part / DONE_FILE)
+        os.replace(tmp, self._done_file)
 
     def finalize(self) -> None:
-        """Rename the ``.part`` folder to its final name once every row is done."""
+        """Once every row is done (by every process), rename the ``.part`` folder to its final name."""
         if self.complete:
             return
         self.flush()
-        if not self.done.all():
-            raise RuntimeError(f"{self.part}: {int((~self.done).sum())} rows still missing; cannot finalize.")
-        for array in self.arrays.values():
-            del array
         self.arrays = {}
-        os.replace(self.part, self.directory)
+        self.shard.barrier()
+        if self.shard.is_main:
+            done = np.zeros(self.n_rows, dtype=bool)
+            for done_file in self.part.glob("done*.npy"):
+                done |= np.load(done_file)
+            if not done.all():
+                raise RuntimeError(f"{self.part}: {int((~done).sum())} rows still missing; cannot finalize.")
+            np.save(self.part / DONE_FILE, done)
+            for done_file in self.part.glob("done.rank*.npy"):
+                done_file.unlink()
+            os.replace(self.part, self.directory)
+        self.shard.barrier()
         self.complete = True
 
 
@@ -100,8 +128,10 @@ def open_features(directory: Path, dim: int) -> np.ndarray:
     """Read-only memmap of a finished ``(n_rows, dim)`` feature array."""
     path = feature_file(Path(directory), dim)
     if not path.exists():
-        raise FileNotFoundError(f"No features of dim {dim} at {directory}; dims built: "
-                                f"{sorted(p.stem for p in Path(directory).glob('d*.npy'))}")
+        raise FileNotFoundError(
+            f"No features of dim {dim} at {directory}; dims built: "
+            f"{sorted(p.stem for p in Path(directory).glob('d*.npy'))}"
+        )
     return np.load(path, mmap_mode="r")
 
 

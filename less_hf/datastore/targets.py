@@ -32,8 +32,9 @@ class TargetFeatures:
         return open_features(self.directory / checkpoint, dim)
 
 
-def build_target_features(datastore: Datastore, name: str, dataset, featurizer: GradientFeaturizer,
-                          subtask_column: str = "subtask") -> TargetFeatures:
+def build_target_features(
+    datastore: Datastore, name: str, dataset, featurizer: GradientFeaturizer, subtask_column: str = "subtask"
+) -> TargetFeatures:
     """Compute (or reuse) a target task's gradient features at every checkpoint of ``datastore``.
 
     Args:
@@ -47,7 +48,9 @@ def build_target_features(datastore: Datastore, name: str, dataset, featurizer: 
         raise ValueError(f"Target {name!r} has no rows.")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     directory = datastore.directory / "targets" / f"{safe}-{dataset_fingerprint(dataset)[:12]}"
-    directory.mkdir(parents=True, exist_ok=True)
+    shard = featurizer.shard
+    if shard.is_main:
+        directory.mkdir(parents=True, exist_ok=True)
     tokenized = featurizer.tokenize(dataset, desc=f"Tokenizing {name}")
     counts = np.asarray(tokenized["num_supervised"])
     valid = counts > 0
@@ -56,15 +59,19 @@ def build_target_features(datastore: Datastore, name: str, dataset, featurizer: 
             f"No row of target {name!r} keeps a supervised token within max_length={featurizer.config.max_length}: "
             "raise max_length or shorten the examples."
         )
-    if not valid.all():
+    if not valid.all() and shard.is_main:
         logger.warning("Target %r: %d rows have no supervised token and are ignored.", name, int((~valid).sum()))
-    subtasks = [str(s) for s in dataset[subtask_column]] if subtask_column in dataset.column_names else [name] * len(
-        dataset)
-    write_json_atomic(directory / META_FILE, {"name": name, "subtasks": subtasks, "ids": row_ids(dataset),
-                                              "valid": valid.tolist()})
+    subtasks = (
+        [str(s) for s in dataset[subtask_column]] if subtask_column in dataset.column_names else [name] * len(dataset)
+    )
+    if shard.is_main:
+        meta = {"name": name, "subtasks": subtasks, "ids": row_ids(dataset), "valid": valid.tolist()}
+        write_json_atomic(directory / META_FILE, meta)
+    shard.barrier()
     for checkpoint in datastore.checkpoint_infos():
-        writer = FeatureWriter(directory / checkpoint.name, len(dataset), datastore.manifest.dims,
-                               datastore.manifest.storage_dtype)
+        writer = FeatureWriter(
+            directory / checkpoint.name, len(dataset), datastore.manifest.dims, datastore.manifest.storage_dtype, shard
+        )
         featurizer.featurize(checkpoint, tokenized, writer, "sgd", desc=f"Target {name}")
         writer.finalize()
     return TargetFeatures(name, directory, subtasks, valid)

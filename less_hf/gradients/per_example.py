@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..capture.optimizer_state import canonical_name
+from ..tokenization import IGNORE_INDEX
 from .losses import per_example_loss
 
 
@@ -42,6 +44,25 @@ def trainable_linear_modules(model: nn.Module, adapter_name: str = "default") ->
     return modules
 
 
+# Causal LMs whose logits are exactly ``lm_head(last hidden state)`` (no scaling or soft-capping after the head).
+_PLAIN_HEAD_MODELS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "smollm3"}
+
+
+def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """``(decoder, lm_head)`` when the head can be applied to supervised positions only, else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if getattr(config, "model_type", None) not in _PLAIN_HEAD_MODELS:
+        return None
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if decoder is None or head is None:
+        return None
+    return decoder, head
+
+
 class PerExampleGradients:
     """Callable that returns ``{name: (B, out, in) gradient}`` for a batch, plus per-row losses and token counts.
 
@@ -54,6 +75,26 @@ class PerExampleGradients:
         self.model = model
         self.modules = trainable_linear_modules(model, adapter_name)
         self.shapes = {name: m.weight.shape for name, m in self.modules.items()}
+        self._decoder_and_head = _decoder_and_head(model)
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row mean completion losses; the LM head runs only where a label is supervised when that is safe."""
+        split = self._decoder_and_head
+        if split is None:
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            ).logits
+            return per_example_loss(logits, batch["labels"])
+        decoder, head = split
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)[0]
+        targets = batch["labels"][:, 1:]
+        supervised = targets != IGNORE_INDEX
+        logits = head(hidden[:, :-1][supervised]).float()  # (n_supervised, V) instead of (B, T, V)
+        token_loss = F.cross_entropy(logits, targets[supervised], reduction="none")
+        rows = supervised.nonzero()[:, 0]
+        counts = supervised.sum(dim=1)
+        sums = token_loss.new_zeros(len(counts)).index_add(0, rows, token_loss)
+        return sums / counts.clamp(min=1), counts
 
     @property
     def num_params(self) -> int:
@@ -79,10 +120,7 @@ class PerExampleGradients:
         for name, module in self.modules.items():
             handles.append(module.register_forward_hook(make_hook(name)))
         try:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                use_cache=False).logits
-            losses, counts = per_example_loss(logits, batch["labels"])
-            del logits
+            losses, counts = self._losses(batch)
             params = [m.weight for m in self.modules.values()]
             torch.autograd.grad(losses.sum(), params)
         finally:

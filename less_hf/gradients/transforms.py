@@ -56,7 +56,9 @@ def get_transform(name: str) -> Transform:
     return TRANSFORMS[name]
 
 
-def apply_transform(name: str, grads: dict[str, torch.Tensor], moments: OptimizerMoments | None) -> dict[str, torch.Tensor]:
+def apply_transform(
+    name: str, grads: dict[str, torch.Tensor], moments: OptimizerMoments | None
+) -> dict[str, torch.Tensor]:
     """Turn ``{param: (B, ...) gradient}`` into ``{param: (B, ...) feature}`` (in place where possible)."""
     fn = get_transform(name)
     if name == "sgd":

@@ -14,8 +14,9 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
-def subtask_directions(features: np.ndarray, subtasks: list[str], valid: np.ndarray,
-                       aggregate: str = "mean_of_cosines") -> tuple[np.ndarray, list[str]]:
+def subtask_directions(
+    features: np.ndarray, subtasks: list[str], valid: np.ndarray, aggregate: str = "mean_of_cosines"
+) -> tuple[np.ndarray, list[str]]:
     """One direction per subtask, so that ``pool_unit @ direction`` is the subtask's score at one checkpoint.
 
     - ``mean_of_cosines`` (the reference code, default): the mean of the unit target gradients, not re-normalised,

@@ -9,8 +9,13 @@ from ..datastore import Datastore, TargetFeatures
 from .aggregate import normalize_rows, subtask_directions
 
 
-def score_datastore(datastore: Datastore, targets: list[TargetFeatures], dim: int | None = None,
-                    aggregate: str = "mean_of_cosines", block_rows: int = 65536) -> dict[str, np.ndarray]:
+def score_datastore(
+    datastore: Datastore,
+    targets: list[TargetFeatures],
+    dim: int | None = None,
+    aggregate: str = "mean_of_cosines",
+    block_rows: int = 65536,
+) -> dict[str, np.ndarray]:
     """LESS scores of every pool row for every target.
 
     ``score(z, task) = max over subtasks j of Σᵢ η̄ᵢ · aggᵢⱼ(z)`` where ``aggᵢⱼ`` is the subtask's aggregate of
@@ -28,8 +33,10 @@ def score_datastore(datastore: Datastore, targets: list[TargetFeatures], dim: in
     # (d, S_total) per checkpoint, and which columns belong to which target
     matrices, spans, start = [], {}, 0
     for target in targets:
-        per_ckpt = [subtask_directions(target.features(c, dim), target.subtasks, target.valid, aggregate)[0]
-                    for c in checkpoints]
+        per_ckpt = [
+            subtask_directions(target.features(c, dim), target.subtasks, target.valid, aggregate)[0]
+            for c in checkpoints
+        ]
         spans[target.name] = (start, start + per_ckpt[0].shape[0])
         start += per_ckpt[0].shape[0]
         matrices.append(per_ckpt)

@@ -60,6 +60,7 @@ class Selector(ABC):
         named, single = as_target_dict(targets)
         k = budget(len(pool), fraction, n)
         self.scores_ = self.score(pool, named)
-        selected = {name: subset_with_scores(pool, top_indices(s, k), s, self.score_column)
-                    for name, s in self.scores_.items()}
+        selected = {
+            name: subset_with_scores(pool, top_indices(s, k), s, self.score_column) for name, s in self.scores_.items()
+        }
         return selected["target"] if single else selected

@@ -40,9 +40,15 @@ class LESSSelector(Selector):
         base_model: override the base model recorded in the checkpoints (e.g. a local copy).
     """
 
-    def __init__(self, warmup_dir: str | os.PathLike, datastore_dir: str | os.PathLike | None = None,
-                 gradient_config: GradientConfig | None = None, projection_config: ProjectionConfig | None = None,
-                 selection_config: SelectionConfig | None = None, base_model: str | None = None) -> None:
+    def __init__(
+        self,
+        warmup_dir: str | os.PathLike,
+        datastore_dir: str | os.PathLike | None = None,
+        gradient_config: GradientConfig | None = None,
+        projection_config: ProjectionConfig | None = None,
+        selection_config: SelectionConfig | None = None,
+        base_model: str | None = None,
+    ) -> None:
         self.warmup_dir = Path(warmup_dir)
         self.checkpoints = find_checkpoints(self.warmup_dir)
         self.datastore_dir = Path(datastore_dir) if datastore_dir else self.warmup_dir / "less_datastore"
@@ -57,14 +63,22 @@ class LESSSelector(Selector):
     @property
     def featurizer(self) -> GradientFeaturizer:
         if self._featurizer is None:
-            self._featurizer = GradientFeaturizer(self.checkpoints, self.gradient_config,
-                                                  make_projectors(self.projection_config), self.base_model)
+            self._featurizer = GradientFeaturizer(
+                self.checkpoints, self.gradient_config, make_projectors(self.projection_config), self.base_model
+            )
         return self._featurizer
 
     def build_datastore(self, pool) -> Datastore:
         """Build, resume or reuse the pool's gradient datastore."""
-        self.datastore = build_datastore(self.warmup_dir, pool, self.datastore_dir, self.gradient_config,
-                                         self.projection_config, self.base_model, featurizer=self.featurizer)
+        self.datastore = build_datastore(
+            self.warmup_dir,
+            pool,
+            self.datastore_dir,
+            self.gradient_config,
+            self.projection_config,
+            self.base_model,
+            featurizer=self.featurizer,
+        )
         return self.datastore
 
     def score(self, pool, targets: Any) -> dict[str, np.ndarray]:

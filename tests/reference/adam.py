@@ -32,14 +32,24 @@ def adam_update(g, m, v, step: int, betas: tuple[float, float], eps: float, vari
     raise ValueError(variant)
 
 
-def torch_adamw_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, betas: tuple[float, float],
-                          eps: float, lr: float = 1e-3) -> torch.Tensor:
+def torch_adamw_direction(
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: int,
+    betas: tuple[float, float],
+    eps: float,
+    lr: float = 1e-3,
+) -> torch.Tensor:
     """(θ_before − θ_after) / lr for one real AdamW step (weight_decay=0) from the given state, in float64."""
     theta = torch.nn.Parameter(torch.randn(g.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
     before = theta.detach().clone()
     opt = torch.optim.AdamW([theta], lr=lr, betas=betas, eps=eps, weight_decay=0.0, foreach=False)
-    opt.state[theta] = {"step": torch.tensor(float(step)), "exp_avg": m.double().clone(),
-                        "exp_avg_sq": v.double().clone()}
+    opt.state[theta] = {
+        "step": torch.tensor(float(step)),
+        "exp_avg": m.double().clone(),
+        "exp_avg_sq": v.double().clone(),
+    }
     theta.grad = g.double().clone()
     opt.step()
     return (before - theta.detach()) / lr

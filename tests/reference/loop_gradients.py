@@ -15,8 +15,9 @@ def lora_parameters(model: torch.nn.Module, adapter_name: str = "default") -> li
     return [(name.replace(f".{adapter_name}.", "."), p) for name, p in model.named_parameters() if p.requires_grad]
 
 
-def loop_gradients(model: torch.nn.Module, rows: list[dict]) -> tuple[dict[str, torch.Tensor], torch.Tensor,
-                                                                      torch.Tensor]:
+def loop_gradients(
+    model: torch.nn.Module, rows: list[dict]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """``({name: (N, *shape) gradient}, (N,) losses, (N,) supervised counts)`` with batch size 1.
 
     A row with no supervised token (after the causal shift) gets a zero gradient, loss 0 and count 0.

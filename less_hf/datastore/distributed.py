@@ -1,0 +1,49 @@
+"""Which share of the rows this process computes when the build runs under `accelerate launch`.
+
+Rows are dealt round-robin (row ``i`` belongs to rank ``i % world_size``); every rank writes its rows into the same
+memory-mapped arrays (disjoint rows, so no locking) and records what it finished in its own done-mask file. The main
+process creates the files before the others open them and finalises after all are done, so the result is one
+datastore laid out exactly as a single-process build.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Shard:
+    """This process's place in the job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    _state: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, rows: np.ndarray) -> np.ndarray:
+        """The subset of ``rows`` this process computes."""
+        return rows[rows % self.world_size == self.rank]
+
+    def barrier(self) -> None:
+        """Wait for every process (no-op when alone)."""
+        if self.world_size > 1:
+            self._state.wait_for_everyone()
+
+
+def current_shard() -> Shard:
+    """The shard of the running process: from accelerate's state when launched with several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Shard()
+    import torch
+    from accelerate import PartialState
+
+    # without GPUs, accelerate only sets up the process group (gloo) when asked for CPU explicitly
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return Shard(state.process_index, state.num_processes, state)
