@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
@@ -34,6 +35,10 @@ def main() -> None:
     model = str(smollm2_path())
     pool = load_pool(max_rows=args.pool_size, seed=0)
     target = load_target(args.target, "validation", per_subtask=1)  # one few-shot row per subtask: quick
+    device_args = {
+        "bf16": torch.cuda.is_available(),
+        "use_cpu": not torch.cuda.is_available(),
+    }  # SFTConfig defaults to bf16
     lora = LoraConfig(
         r=128,
         lora_alpha=512,
@@ -58,6 +63,7 @@ def main() -> None:
         max_length=args.max_length,
         optim="adamw_torch",
         seed=0,
+        **device_args,
     )
     trainer = SFTTrainer(
         model=model, args=warmup_args, train_dataset=warm, peft_config=lora, callbacks=[GradientCaptureCallback()]
@@ -81,6 +87,7 @@ def main() -> None:
         save_strategy="no",
         report_to=[],
         max_length=args.max_length,
+        **device_args,
     )
     SFTTrainer(
         model=model,
