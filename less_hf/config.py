@@ -85,7 +85,11 @@ class ProjectionConfig(_DictMixin):
     dims: list[int] = _help("Output dimensions; several may be built in one pass.", default_factory=lambda: [8192])
     seed: int = _help("Projection seed; the same seed gives the same matrix on every device.", default=0)
     sparsity: int = _help("Non-zeros per input coordinate for the sparse projector.", default=4)
-    storage_dtype: str = _help("On-disk feature dtype: 'float16' (default) or 'float32'.", default="float16")
+    storage_dtype: str = _help(
+        "On-disk feature dtype: 'float16' (default), 'float32', or 'int8' (each row scaled to ±127; half of fp16's "
+        "size, and cosine scores ignore the per-row scale).",
+        default="float16",
+    )
 
 
 @dataclass

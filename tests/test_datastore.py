@@ -348,3 +348,47 @@ def test_datastore_from_plain_hf_checkpoints_equals_captured(datastore, warmup_d
             np.testing.assert_array_equal(
                 store.pool_features(checkpoint, dim), datastore.pool_features(checkpoint, dim)
             )
+
+
+def test_quantize_rows_keeps_directions():
+    from less_hf.datastore.store import quantize_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 512)).astype(np.float32)
+    x[3] = 0.0
+    q = quantize_rows(x)
+    assert q.dtype == np.int8 and np.abs(q).max() == 127
+    assert not q[3].any()
+    keep = np.arange(64) != 3
+    cos = (
+        (q[keep].astype(np.float32) * x[keep]).sum(1)
+        / np.linalg.norm(q[keep], axis=1)
+        / np.linalg.norm(x[keep], axis=1)
+    )
+    assert cos.min() > 0.999
+
+
+def test_int8_storage_selects_like_fp16(warmup_dir, pool, tmp_path):
+    from less_hf import LESSSelector
+
+    target = pool.filter(lambda r: r["source"] == "add").select(range(3))
+    scores = {}
+    for dtype in ("float16", "int8"):
+        selector = LESSSelector(
+            warmup_dir,
+            tmp_path / dtype,
+            GradientConfig(max_length=64, batch_size=8),
+            ProjectionConfig(dims=[256], storage_dtype=dtype),
+        )
+        scores[dtype] = selector.score(pool, {"t": target})["t"]
+    stored = np.load(tmp_path / "int8" / "pool" / "checkpoint-3" / "d256.npy", mmap_mode="r")
+    assert stored.dtype == np.int8
+    top = {d: set(np.argsort(-s)[:12].tolist()) for d, s in scores.items()}
+    assert len(top["float16"] & top["int8"]) >= 11
+    np.testing.assert_allclose(scores["int8"], scores["float16"], atol=0.01)
+
+
+def test_unknown_storage_dtype_is_refused_before_any_work(warmup_dir, pool, tmp_path):
+    with pytest.raises(ValueError, match="storage_dtype"):
+        build_datastore(warmup_dir, pool, tmp_path / "x", projection_config=ProjectionConfig(storage_dtype="int4"))
+    assert not (tmp_path / "x").exists()

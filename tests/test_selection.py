@@ -188,3 +188,13 @@ def test_top_indices():
     assert top_indices(scores, 3).tolist() == [2, 6, 0]  # ties: row order
     assert top_indices(scores, 10).tolist() == [2, 6, 0, 3, 5]  # never -inf / nan
     assert top_indices(scores, 0).tolist() == []
+
+
+def test_empty_pool_or_target_is_a_clear_error(warmup_dir, pool, tmp_path):
+    from less_hf import LESSSelector
+
+    selector = LESSSelector(warmup_dir, tmp_path / "ds")
+    with pytest.raises(ValueError, match="pool is empty"):
+        selector.select(pool.select([]), pool)
+    with pytest.raises(ValueError, match="has no rows"):
+        selector.select(pool, {"empty": pool.select([])})

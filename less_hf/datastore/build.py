@@ -29,7 +29,7 @@ from ..projection import Projector, build_projector
 from ..tokenization import tokenize_dataset
 from .distributed import current_shard
 from .manifest import CheckpointEntry, Manifest, save_npy_atomic, write_json_atomic
-from .store import FeatureWriter, open_features
+from .store import FeatureWriter, check_storage_dtype, open_features
 
 logger = logging.get_logger(__name__)
 
@@ -223,6 +223,7 @@ def build_datastore(
     """
     gradient_config = gradient_config or GradientConfig()
     projection_config = projection_config or ProjectionConfig()
+    check_storage_dtype(projection_config.storage_dtype)
     output_dir = Path(output_dir)
     checkpoints = find_checkpoints(warmup_dir)
     weights = checkpoint_weights(checkpoints)

@@ -20,6 +20,23 @@ def feature_file(directory: Path, dim: int) -> Path:
     return directory / f"d{dim}.npy"
 
 
+STORAGE_DTYPES = ("float16", "float32", "int8")
+
+
+def check_storage_dtype(dtype: str) -> str:
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype={dtype!r}; choose one of {STORAGE_DTYPES}.")
+    return dtype
+
+
+def quantize_rows(values: np.ndarray) -> np.ndarray:
+    """int8 with one scale per row (absmax → 127). The scale is dropped: LESS scores are cosines, which ignore a row's
+    scale, so a row's direction is all that needs storing (half the bytes of fp16)."""
+    values = np.asarray(values, dtype=np.float32)
+    absmax = np.abs(values).max(axis=1, keepdims=True)
+    return np.rint(values * (127.0 / np.where(absmax > 0, absmax, 1.0))).astype(np.int8)
+
+
 class FeatureWriter:
     """Writes ``(n_rows, dim)`` features for one (split, checkpoint) into ``directory``, resumably.
 
@@ -43,6 +60,7 @@ class FeatureWriter:
         self.shard = shard or Shard()
         self.complete = self.directory.is_dir()
         self.n_rows, self.dims = n_rows, dims
+        check_storage_dtype(dtype)
         if self.complete:
             return
         if self.shard.is_main:
@@ -89,7 +107,8 @@ class FeatureWriter:
     def write(self, rows: np.ndarray, features: dict[int, np.ndarray]) -> None:
         """Store ``features[dim]`` (``(len(rows), dim)``) at ``rows``; marks them done at the next flush."""
         for dim, values in features.items():
-            self.arrays[dim][rows] = values
+            array = self.arrays[dim]
+            self.arrays[dim][rows] = quantize_rows(values) if array.dtype == np.int8 else values
         self.done[rows] = True
 
     def flush(self) -> None:

@@ -57,7 +57,12 @@ class Selector(ABC):
             The selected rows (all of the pool's columns, plus score and rank columns), best first: one `Dataset`
             if ``targets`` was a `Dataset`, else ``{name: Dataset}``.
         """
+        if len(pool) == 0:
+            raise ValueError("The pool is empty: nothing to select from.")
         named, single = as_target_dict(targets)
+        for name, target in named.items():
+            if len(target) == 0:
+                raise ValueError(f"Target {name!r} has no rows: pass a few examples of the task.")
         k = budget(len(pool), fraction, n)
         self.scores_ = self.score(pool, named)
         selected = {
