@@ -149,7 +149,7 @@ def open_features(directory: Path, dim: int) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(
             f"No features of dim {dim} at {directory}; dims built: "
-            f"{sorted(p.stem for p in Path(directory).glob('d*.npy'))}"
+            f"{sorted(p.stem for p in Path(directory).glob('d[0-9]*.npy'))}"
         )
     return np.load(path, mmap_mode="r")
 
