@@ -392,3 +392,20 @@ def test_unknown_storage_dtype_is_refused_before_any_work(warmup_dir, pool, tmp_
     with pytest.raises(ValueError, match="storage_dtype"):
         build_datastore(warmup_dir, pool, tmp_path / "x", projection_config=ProjectionConfig(storage_dtype="int4"))
     assert not (tmp_path / "x").exists()
+
+
+def test_block_reader_matches_the_array_and_detects_truncation(tmp_path):
+    from less_hf.datastore.store import BlockReader
+
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal((37, 16)).astype(np.float16)
+    np.save(tmp_path / "d16.npy", array)
+    with BlockReader(tmp_path / "d16.npy") as reader:
+        assert reader.shape == (37, 16)
+        np.testing.assert_array_equal(
+            np.concatenate([reader.read(lo, min(37, lo + 10)) for lo in range(0, 37, 10)]), array
+        )
+    data = (tmp_path / "d16.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-40])
+    with BlockReader(tmp_path / "cut.npy") as reader, pytest.raises(ValueError, match="truncated"):
+        reader.read(30, 37)

@@ -29,7 +29,7 @@ from ..projection import Projector, build_projector
 from ..tokenization import tokenize_dataset
 from .distributed import current_shard
 from .manifest import CheckpointEntry, Manifest, save_npy_atomic, write_json_atomic
-from .store import FeatureWriter, check_storage_dtype, open_features
+from .store import BlockReader, FeatureWriter, check_storage_dtype, feature_file, open_features
 
 logger = logging.get_logger(__name__)
 
@@ -184,7 +184,13 @@ class Datastore:
         return np.asarray([c.weight for c in self.manifest.checkpoints])
 
     def pool_features(self, checkpoint: str, dim: int) -> np.ndarray:
+        """Memory map of a checkpoint's pool features (for random access; scoring streams with :meth:`pool_reader`)."""
         return open_features(self.directory / "pool" / checkpoint, dim)
+
+    def pool_reader(self, checkpoint: str, dim: int) -> BlockReader:
+        """Block reader of a checkpoint's pool features (flat memory for any pool size)."""
+        open_features(self.directory / "pool" / checkpoint, dim)  # clear error when missing
+        return BlockReader(feature_file(self.directory / "pool" / checkpoint, dim))
 
     def checkpoint_infos(self) -> list[CheckpointInfo]:
         return [

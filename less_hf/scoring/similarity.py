@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from ..datastore import Datastore, TargetFeatures
-from .aggregate import normalize_rows, subtask_directions
+from .aggregate import subtask_directions
+
+
+def cosine_block(block: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``unit(block) @ directions`` without materialising the normalised block: ``(block @ D) / ‖row‖``.
+
+    One fp16/int8 → fp32 conversion, one matmul and one row-norm per block; all-zero rows score 0.
+    """
+    x = block.float()
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return (x @ directions).div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
 
 
 def score_datastore(
@@ -40,17 +51,23 @@ def score_datastore(
         spans[target.name] = (start, start + per_ckpt[0].shape[0])
         start += per_ckpt[0].shape[0]
         matrices.append(per_ckpt)
-    stacked = [np.concatenate([m[i] for m in matrices], axis=0).T.copy() for i in range(len(checkpoints))]
+    stacked = [
+        torch.from_numpy(np.concatenate([m[i] for m in matrices], axis=0).T.copy()) for i in range(len(checkpoints))
+    ]
     n = datastore.manifest.n_rows
     scores = {t.name: np.empty(n, dtype=np.float32) for t in targets}
-    pool = [datastore.pool_features(c, dim) for c in checkpoints]
-    for lo in tqdm(range(0, n, block_rows), desc="Scoring", unit="block", disable=n <= block_rows):
-        hi = min(n, lo + block_rows)
-        acc = np.zeros((hi - lo, start), dtype=np.float32)
-        for w, features, matrix in zip(weights, pool, stacked):
-            acc += np.float32(w) * (normalize_rows(features[lo:hi]) @ matrix)
-        for name, (a, b) in spans.items():
-            scores[name][lo:hi] = acc[:, a:b].max(axis=1)
+    readers = [datastore.pool_reader(c, dim) for c in checkpoints]
+    try:
+        for lo in tqdm(range(0, n, block_rows), desc="Scoring", unit="block", disable=n <= block_rows):
+            hi = min(n, lo + block_rows)
+            acc = torch.zeros((hi - lo, start), dtype=torch.float32)
+            for w, reader, matrix in zip(weights, readers, stacked):
+                acc += cosine_block(torch.from_numpy(reader.read(lo, hi)), matrix).mul_(float(w))
+            for name, (a, b) in spans.items():
+                scores[name][lo:hi] = acc[:, a:b].amax(dim=1).numpy()
+    finally:
+        for reader in readers:
+            reader.close()
     valid = datastore.valid
     for name in scores:
         scores[name][~valid] = -np.inf
