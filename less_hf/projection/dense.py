@@ -48,19 +48,19 @@ class DenseProjector(Projector):
         size = x.shape[1]
         key = (name, size, str(x.device))
         scale = 1.0 / math.sqrt(self.dim)
-        if key in self._cache:
-            return (x @ self._cache[key].to(x.dtype)) * scale
         rows_per_chunk = max(1, self.chunk_elements // self.dim)
         out = torch.zeros(x.shape[0], self.dim, dtype=torch.float32, device=x.device)
-        blocks = []
-        keep = self._cached_bytes + size * self.dim <= self.cache_bytes
-        for start in range(0, size, rows_per_chunk):
+        cached = self._cache.get(key)
+        store = None
+        if cached is None and self._cached_bytes + size * self.dim <= self.cache_bytes:
+            store = torch.empty((size, self.dim), dtype=torch.int8, device=x.device)
+        for start in range(0, size, rows_per_chunk):  # chunked even when cached: never a float D×d copy
             stop = min(size, start + rows_per_chunk)
-            block = self.signs(name, start, stop, device=x.device)
+            block = cached[start:stop] if cached is not None else self.signs(name, start, stop, device=x.device)
             out += x[:, start:stop] @ block.to(x.dtype)
-            if keep:
-                blocks.append(block)
-        if keep:
-            self._cache[key] = torch.cat(blocks)
+            if store is not None:
+                store[start:stop] = block
+        if store is not None:
+            self._cache[key] = store
             self._cached_bytes += size * self.dim
         return out * scale
