@@ -15,26 +15,20 @@ import tempfile
 import time
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
 from less_hf import GradientCaptureCallback
 from less_hf.assets import load_pool, smollm2_path
 from less_hf.modeling import load_tokenizer
 from less_hf.tokenization import tokenize_dataset
-from less_hf.warmup import _Collator
+from less_hf.warmup import _Collator, lora_config
 
 
 def run(path: str, rows, tokenizer, epochs: int, capture: bool) -> float:
     set_seed(0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    lora = LoraConfig(
-        r=128,
-        lora_alpha=512,
-        lora_dropout=0.1,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        task_type="CAUSAL_LM",
-    )
+    lora = lora_config()  # LESS's LoRA: r=128, alpha=512, dropout 0.1 on q/k/v/o
     out = tempfile.mkdtemp(prefix="less_cb_")
     args = TrainingArguments(
         output_dir=out,

@@ -27,6 +27,21 @@ def warmup_indices(n_rows: int, config: WarmupConfig) -> np.ndarray:
     return np.sort(np.random.default_rng(config.seed).choice(n_rows, size=k, replace=False))
 
 
+def lora_config(config: WarmupConfig | None = None):
+    """The peft `LoraConfig` of a warmup (paper defaults: r=128, alpha=512, dropout 0.1 on q/k/v/o)."""
+    from peft import LoraConfig
+
+    config = config or WarmupConfig()
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
 class _Collator:
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
@@ -51,7 +66,7 @@ def warmup(
         config: warmup settings.
         training_kwargs: extra `TrainingArguments` fields (they override the derived ones).
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     config = config or WarmupConfig()
     output_dir = Path(output_dir)
@@ -66,15 +81,7 @@ def warmup(
     )
     set_seed(config.seed)  # the LoRA init below draws from torch's RNG: seed it, or each run starts elsewhere
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=torch.float32)
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config(config))
     args = dict(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
