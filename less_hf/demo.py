@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import GradientConfig, ProjectionConfig, WarmupConfig
-
-
-def _help(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
+from .config import GradientConfig, ProjectionConfig, WarmupConfig, _help
 
 
 @dataclass

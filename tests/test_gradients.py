@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from less_hf.gradients import PerExampleGradients, collate, length_sorted_batches, per_example_loss
-from less_hf.gradients.per_example import iter_flat
 from less_hf.tokenization import IGNORE_INDEX, tokenize_dataset
 
 from reference.loop_gradients import flatten, loop_gradients, lora_parameters
@@ -66,7 +65,7 @@ def batched(per_example: PerExampleGradients, rows: list[dict], batch_size: int,
         assert set(grads) == set(names)
         for name in names:
             assert grads[name].shape == (len(rows[start : start + batch_size]), *per_example.shapes[name])
-        flats.append(iter_flat(grads, names))
+        flats.append(flatten(grads, names))
         losses.append(loss)
         counts.append(count)
     return torch.cat(flats), torch.cat(losses), torch.cat(counts)

@@ -29,7 +29,7 @@ from ..projection import Projector, build_projector
 from ..tokenization import tokenize_dataset
 from .distributed import current_shard
 from .manifest import CheckpointEntry, Manifest, save_npy_atomic, write_json_atomic
-from .store import BlockReader, FeatureWriter, check_storage_dtype, feature_file, open_features
+from .store import BlockReader, FeatureWriter, check_storage_dtype, existing_feature_file, open_features
 
 logger = logging.get_logger(__name__)
 
@@ -189,8 +189,7 @@ class Datastore:
 
     def pool_reader(self, checkpoint: str, dim: int) -> BlockReader:
         """Block reader of a checkpoint's pool features (flat memory for any pool size)."""
-        open_features(self.directory / "pool" / checkpoint, dim)  # clear error when missing
-        return BlockReader(feature_file(self.directory / "pool" / checkpoint, dim))
+        return BlockReader(existing_feature_file(self.directory / "pool" / checkpoint, dim))
 
     def checkpoint_infos(self) -> list[CheckpointInfo]:
         return [
@@ -268,15 +267,16 @@ def build_datastore(
         logger.info("Resuming datastore build at %s", output_dir)
     featurizer = featurizer or GradientFeaturizer(checkpoints, gradient_config, projectors, base_model)
     shard = featurizer.shard
+    ids = row_ids(pool)
     if shard.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         manifest.save(output_dir)
-        write_json_atomic(output_dir / ROW_IDS_FILE, row_ids(pool))
+        write_json_atomic(output_dir / ROW_IDS_FILE, ids)
     tokenized = featurizer.tokenize(pool, desc="Tokenizing pool")
     counts = np.asarray(tokenized["num_supervised"])
     valid = counts > 0
     if not valid.all() and shard.is_main:
-        bad = [row_ids(pool)[i] for i in np.flatnonzero(~valid)[:5]]
+        bad = [ids[i] for i in np.flatnonzero(~valid)[:5]]
         logger.warning(
             "%d pool rows have no supervised token after truncation to %d tokens (e.g. %s); they will "
             "never be selected.",

@@ -142,15 +142,20 @@ class FeatureWriter:
         self.complete = True
 
 
-def open_features(directory: Path, dim: int) -> np.ndarray:
-    """Read-only memmap of a finished ``(n_rows, dim)`` feature array."""
+def existing_feature_file(directory: Path, dim: int) -> Path:
+    """Path of a finished ``(n_rows, dim)`` feature array; a clear error listing the built dims when missing."""
     path = feature_file(Path(directory), dim)
     if not path.exists():
         raise FileNotFoundError(
             f"No features of dim {dim} at {directory}; dims built: "
             f"{sorted(p.stem for p in Path(directory).glob('d[0-9]*.npy'))}"
         )
-    return np.load(path, mmap_mode="r")
+    return path
+
+
+def open_features(directory: Path, dim: int) -> np.ndarray:
+    """Read-only memmap of a finished ``(n_rows, dim)`` feature array."""
+    return np.load(existing_feature_file(directory, dim), mmap_mode="r")
 
 
 class BlockReader:

@@ -8,8 +8,6 @@ gradient; an ``einsum`` per layer does the rest. No per-example backward, no Pyt
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,8 +129,3 @@ class PerExampleGradients:
             x, gy = inputs.pop(name), out_grads.pop(name)
             grads[name] = torch.einsum("bto,bti->boi", gy.float(), x.float())
         return grads, losses.detach(), counts
-
-
-def iter_flat(grads: dict[str, torch.Tensor], names: Iterable[str]) -> torch.Tensor:
-    """Concatenate per-example gradients into ``(B, D)`` in the given parameter order (for tests and references)."""
-    return torch.cat([grads[n].flatten(start_dim=1) for n in names], dim=1)
