@@ -83,6 +83,20 @@ def _check_disk_space(output_dir: Path, manifest: Manifest, dtype: str) -> None:
         )
 
 
+def _remove_stale_temp_files(output_dir: Path) -> None:
+    """Temp files of a killed writer (we hold the lock, so no live writer owns them)."""
+    for folder in [
+        output_dir,
+        *output_dir.glob("pool/*"),
+        *output_dir.glob("targets/*"),
+        *output_dir.glob("targets/*/*"),
+    ]:
+        for path in folder.glob(".*.tmp*"):
+            path.unlink(missing_ok=True)
+        for path in folder.glob(".write-test-*"):
+            path.unlink(missing_ok=True)
+
+
 def _report_invalid(ids: list[str], rows: np.ndarray, limit: int = 20) -> dict[str, Any]:
     return {"count": int(len(rows)), "ids": [ids[i] for i in rows[:limit]]}
 
@@ -221,6 +235,7 @@ def _build(
         )
     manifest.num_params = featurizer.num_params
     if shard.is_main:
+        _remove_stale_temp_files(output_dir)
         _check_disk_space(output_dir, manifest, projection_config.storage_dtype)
         manifest.status = "building"
         manifest.save(output_dir)
