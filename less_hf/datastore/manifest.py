@@ -55,7 +55,12 @@ class CheckpointEntry:
 
 @dataclass
 class Manifest:
-    """Provenance of a gradient datastore (``manifest.json``)."""
+    """Provenance of a gradient datastore (``manifest.json``).
+
+    ``files`` maps each file's path (relative to the datastore) to its ``bytes`` and ``crc32``, recorded when the build
+    completes; ``invalid_rows`` counts (and lists the first ids of) rows never selected, by reason
+    (``no_supervised_token``, ``nonfinite_features``).
+    """
 
     base_model: str
     checkpoints: list[CheckpointEntry]
