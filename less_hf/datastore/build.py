@@ -48,23 +48,8 @@ def check_unique_ids(ids: list[str], what: str = "pool") -> None:
     )
 
 
-def _check_writable(directory: Path) -> None:
-    """Fail before any work when the datastore folder cannot be created or written."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OSError(
-            err.errno,
-            f"Cannot write the datastore to {directory} ({err.strerror or err}). Choose a writable folder "
-            "(LESSSelector(datastore_dir=...) / --datastore-dir).",
-        ) from err
-
-
-def _check_disk_space(output_dir: Path, manifest: Manifest, dtype: str) -> None:
-    """Fail before any work when the feature files still to create do not fit on the disk."""
+def _check_disk_space(output_dir: Path, manifest: Manifest, dtype: str, shard) -> None:
+    """Fail before any work, on every rank, when the feature files still to create do not fit on the disk."""
     row_bytes = sum(manifest.dims) * np.dtype(dtype).itemsize
     needed = 0
     for c in manifest.checkpoints:
@@ -74,13 +59,16 @@ def _check_disk_space(output_dir: Path, manifest: Manifest, dtype: str) -> None:
         existing = sum(p.stat().st_size for p in part.glob("d*.npy")) if part.is_dir() else 0
         needed += max(0, manifest.n_rows * row_bytes - existing)
     free = shutil.disk_usage(output_dir).free
+    message = ""
     if needed > free:
-        raise OSError(
-            errno.ENOSPC,
+        message = (
             f"The datastore needs {needed / 1e9:.2f} GB more at {output_dir} but only {free / 1e9:.2f} GB are free. "
             "Free some space, pick another datastore dir, or store fewer bytes (storage_dtype='int8', "
-            "smaller dims). Finished parts are kept: run the same command again.",
+            "smaller dims). Finished parts are kept: run the same command again."
         )
+    message = shard.broadcast_from_main(message) if shard.world_size > 1 else message
+    if message:
+        raise OSError(errno.ENOSPC, message)
 
 
 def _remove_stale_temp_files(output_dir: Path) -> None:
@@ -92,8 +80,6 @@ def _remove_stale_temp_files(output_dir: Path) -> None:
         *output_dir.glob("targets/*/*"),
     ]:
         for path in folder.glob(".*.tmp*"):
-            path.unlink(missing_ok=True)
-        for path in folder.glob(".write-test-*"):
             path.unlink(missing_ok=True)
 
 
@@ -163,9 +149,7 @@ def build_datastore(
     if reused is not None:
         return reused
     shard = featurizer.shard if featurizer else current_shard()
-    if shard.is_main:
-        _check_writable(output_dir)
-    with WriterLock(output_dir, shard):
+    with WriterLock(output_dir, shard):  # also refuses an unwritable output_dir, on every rank
         reused = _reusable(output_dir, manifest)  # another job may have finished it while we waited for nothing
         if reused is not None:
             return reused
@@ -236,7 +220,8 @@ def _build(
     manifest.num_params = featurizer.num_params
     if shard.is_main:
         _remove_stale_temp_files(output_dir)
-        _check_disk_space(output_dir, manifest, projection_config.storage_dtype)
+    _check_disk_space(output_dir, manifest, projection_config.storage_dtype, shard)
+    if shard.is_main:
         manifest.status = "building"
         manifest.save(output_dir)
         write_json_atomic(output_dir / ROW_IDS_FILE, ids)

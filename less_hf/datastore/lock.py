@@ -38,29 +38,38 @@ class WriterLock:
 
         message = ""
         if self.shard.is_main:
-            self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / LOCK_FILE
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                os.close(fd)
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = path.read_text(errors="replace").strip()[:32] or "?"
                 message = (
-                    f"Another process (pid {holder}) is writing the datastore at {self.directory}. Wait for it to "
-                    "finish (then this command reuses its result), or use another datastore dir. A killed build "
-                    "does not hold the lock: its resume is never blocked."
+                    f"W:Cannot write the datastore to {self.directory} ({err.strerror or err}). Choose a writable "
+                    "folder (LESSSelector(datastore_dir=...) / --datastore-dir)."
                 )
             else:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, str(os.getpid()).encode(), 0)
-                self._fd = fd
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as err:
+                    os.close(fd)
+                    if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    holder = path.read_text(errors="replace").strip()[:32] or "?"
+                    message = (
+                        f"L:Another process (pid {holder}) is writing the datastore at {self.directory}. Wait for it "
+                        "to finish (then this command reuses its result), or use another datastore dir. A killed "
+                        "build does not hold the lock: its resume is never blocked."
+                    )
+                else:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, str(os.getpid()).encode(), 0)
+                    self._fd = fd
         if self.shard.world_size > 1:
             message = self.shard.broadcast_from_main(message)
+        if message.startswith("W:"):
+            raise OSError(errno.EACCES, message[2:])
         if message:
-            raise DatastoreLockedError(message)
+            raise DatastoreLockedError(message[2:])
         return self
 
     def __exit__(self, *exc) -> None:
