@@ -71,6 +71,9 @@ class GradientConfig(_DictMixin):
         "(torch's AdamW step) or 'sgd' (the plain gradient).",
         default="adam",
     )
+    flush_every: int = _help(
+        "Batches between durable progress saves of the datastore build (a crash loses at most this many).", default=20
+    )
     device: str = _help("'auto', 'cpu', 'cuda', 'cuda:1', ...", default="auto")
     dtype: str = _help(
         "Model dtype: 'auto' (bf16 on CUDA that supports it, else fp32), 'fp32', 'bf16', 'fp16'.", default="auto"

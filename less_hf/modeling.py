@@ -69,7 +69,14 @@ def load_peft_model(base: str, checkpoint: str | os.PathLike, device: torch.devi
     from peft import PeftModel
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+    try:
+        model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"The LoRA adapter in {checkpoint} does not fit the base model {base} ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:300]}). Was the warmup run on another model? Pass the warmup's "
+            "base model (base_model=... / --base-model)."
+        ) from err
     model.to(device)
     model.eval()
     return model
@@ -84,7 +91,13 @@ def swap_adapter_weights(model, checkpoint: str | os.PathLike) -> None:
     path = checkpoint / "adapter_model.safetensors"
     if not path.exists():
         raise FileNotFoundError(f"{checkpoint} has no adapter_model.safetensors (is it a peft LoRA checkpoint?).")
-    result = set_peft_model_state_dict(model, load_file(str(path)))
+    try:
+        result = set_peft_model_state_dict(model, load_file(str(path)))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path} does not fit the loaded model ({str(err).strip().splitlines()[0][:300]}): every checkpoint of "
+            "a warmup must share one base model and LoRA config."
+        ) from err
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"{path} has weights this model's adapter does not: {result.unexpected_keys[:3]}")
     model.eval()

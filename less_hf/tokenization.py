@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
 FORMATS = ("messages", "prompt_completion", "text")
@@ -120,10 +123,11 @@ def tokenize_row(
     max_length: int = 512,
     truncation: str = "keep_completion",
 ) -> dict[str, Any]:
-    """Tokenize one row into ``input_ids``, ``labels`` (prompt tokens = -100) and ``num_supervised``.
+    """Tokenize one row into ``input_ids``, ``labels`` (prompt tokens = -100), ``num_supervised`` and ``truncated``.
 
     ``num_supervised`` counts the labels the model can actually predict (a label at position 0 has no context and
     is dropped by the causal shift). A row with ``num_supervised == 0`` has no loss and must never be selected.
+    ``truncated`` says whether the row was longer than ``max_length``.
     """
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
@@ -133,7 +137,8 @@ def tokenize_row(
     offsets = enc["offset_mapping"]
     # special tokens added by the tokenizer (e.g. BOS) have empty (0, 0) offsets: never supervised
     supervised = [end > start and any(s <= start < e for s, e in spans) for start, end in offsets]
-    if len(ids) > max_length:
+    truncated = len(ids) > max_length
+    if truncated:
         if truncation == "keep_completion":
             first = next((i for i, s in enumerate(supervised) if s), len(ids))
             cut = min(len(ids) - max_length, first)
@@ -141,7 +146,20 @@ def tokenize_row(
         ids, supervised = ids[:max_length], supervised[:max_length]
     labels = [tok if sup else IGNORE_INDEX for tok, sup in zip(ids, supervised)]
     num_supervised = sum(1 for lab in labels[1:] if lab != IGNORE_INDEX)
-    return {"input_ids": ids, "labels": labels, "num_supervised": num_supervised}
+    return {"input_ids": ids, "labels": labels, "num_supervised": num_supervised, "truncated": truncated}
+
+
+def _check_fields(row: dict[str, Any], fmt: str) -> None:
+    """A clear error for a row whose format columns are missing or of the wrong type."""
+    fields = {"messages": ("messages",), "prompt_completion": ("prompt", "completion"), "text": ("text",)}[fmt]
+    for name in fields:
+        value = row.get(name)
+        if value is None:
+            raise ValueError(f"column {name!r} is empty (None); every row needs it in the {fmt!r} format.")
+        if not isinstance(value, (str, list)):
+            raise ValueError(
+                f"column {name!r} holds a {type(value).__name__}; expected a string or a list of messages."
+            )
 
 
 def tokenize_dataset(
@@ -157,9 +175,35 @@ def tokenize_dataset(
         raise ValueError(
             "less_hf needs a fast tokenizer (offsets); load it with `AutoTokenizer.from_pretrained(...)`."
         )
-    return dataset.map(
-        lambda row: tokenize_row(row, tokenizer, fmt, max_length=max_length, truncation=truncation),
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
+    has_id = "id" in dataset.column_names
+
+    def one(row: dict[str, Any], index: int) -> dict[str, Any]:
+        try:
+            _check_fields(row, fmt)
+            return tokenize_row(row, tokenizer, fmt, max_length=max_length, truncation=truncation)
+        except (ValueError, TypeError, KeyError) as err:
+            where = f"row {index}" + (f" (id {row['id']!r})" if has_id else "")
+            raise ValueError(f"{desc}: {where}: {err}") from err
+
+    out = dataset.map(
+        one,
+        with_indices=True,
         remove_columns=dataset.column_names,
         keep_in_memory=True,  # no cache file: safe when several processes tokenize the same dataset
         desc=desc,
     )
+    n_truncated = int(sum(out["truncated"])) if len(out) else 0
+    if n_truncated:
+        how = "the prompt was cut from the left" if truncation == "keep_completion" else "cut from the right"
+        logger.warning(
+            "%s: %d of %d rows are longer than max_length=%d tokens and were truncated (%s); raise max_length to "
+            "keep them whole.",
+            desc,
+            n_truncated,
+            len(out),
+            max_length,
+            how,
+        )
+    return out

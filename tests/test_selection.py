@@ -75,7 +75,9 @@ def test_n(selector, pool, targets, add_selection):
     selected = selector.select(pool, targets["add"], n=5)
     check_selection(selected, pool, selector.scores_["target"], k=5)
     assert selected["id"] == add_selection[0]["id"][:5]
-    assert len(selector.select(pool, targets["add"], n=1000)) == len(pool)
+    assert len(selector.select(pool, targets["add"], n=len(pool))) == len(pool)
+    with pytest.raises(ValueError, match="larger than the pool"):
+        selector.select(pool, targets["add"], n=1000)
 
 
 @pytest.mark.parametrize("fraction,k", [(0.1, 5), (0.05, 2), (0.01, 1), (1.0, 48)])
@@ -111,7 +113,8 @@ def test_budget():
     assert budget(48, 0.25, None) == 12
     assert budget(10, 0.01, None) == 1
     assert budget(48, None, 7) == 7
-    assert budget(5, None, 7) == 5
+    with pytest.raises(ValueError, match="larger than the pool"):
+        budget(5, None, 7)
 
 
 def test_save_and_load_round_trip(add_selection, tmp_path):

@@ -232,7 +232,7 @@ def test_empty_assistant_content_still_supervises_the_end_token(tokenizer):
 
 def test_tokenize_dataset_formats(tokenizer, pool):
     out = tokenize_dataset(pool, tokenizer, max_length=64)
-    assert sorted(out.column_names) == ["input_ids", "labels", "num_supervised"]
+    assert sorted(out.column_names) == ["input_ids", "labels", "num_supervised", "truncated"]
     assert len(out) == len(pool)
     for row, tok in zip(pool, out):
         assert tok == tokenize_row(row, tokenizer, "messages", max_length=64)

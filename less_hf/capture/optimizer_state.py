@@ -166,7 +166,16 @@ def moments_from_hf_checkpoint(
             f"{checkpoint_dir} has neither a less_hf capture nor optimizer.pt/optimizer.bin. Train with "
             "GradientCaptureCallback, or keep `save_only_model=False` so the Trainer saves the optimizer."
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only: tensors and plain containers only; nothing from the file is unpickled as code
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError (or RuntimeError for a torn file)
+        raise ValueError(
+            f"{path} cannot be loaded safely ({type(err).__name__}: {str(err).splitlines()[0][:200]}). less_hf only "
+            "reads optimizer files holding tensors (weights_only=True) and never unpickles code. Re-save it from a "
+            "trusted run, or train with GradientCaptureCallback (safetensors)."
+        ) from err
+    if not isinstance(saved, dict) or "state" not in saved or "param_groups" not in saved:
+        raise ValueError(f"{path} is not an optimizer state_dict (no 'state'/'param_groups').")
     decay = set(Trainer.get_decay_parameter_names(None, model))  # does not use self
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     ordered = [(n, p) for n, p in trainable if n in decay] + [(n, p) for n, p in trainable if n not in decay]
@@ -180,6 +189,11 @@ def moments_from_hf_checkpoint(
     for index, (name, param) in zip(indices, ordered):
         state = saved["state"].get(index)
         key = canonical_name(name, adapter_name)
+        if state is not None and not {"exp_avg", "exp_avg_sq"} <= set(state):
+            raise ValueError(
+                f"{path} holds {sorted(state)} for each parameter, not Adam's exp_avg/exp_avg_sq: the warmup used "
+                "another optimizer. LESS needs Adam moments: train the warmup with optim='adamw_torch'."
+            )
         if state is None:
             exp_avg[key] = torch.zeros_like(param, dtype=torch.float32, device="cpu")
             exp_avg_sq[key] = torch.zeros_like(param, dtype=torch.float32, device="cpu")

@@ -1,7 +1,9 @@
 """Which share of the rows this process computes when the build runs under `accelerate launch`.
 
-Rows are dealt round-robin (row ``i`` belongs to rank ``i % world_size``); every rank writes its rows into the same
-memory-mapped arrays (disjoint rows, so no locking) and records what it finished in its own done-mask file. The main
+Rows are cut into one global list of length-sorted batches (the same batches whatever the number of processes) and
+the batches are dealt round-robin (batch ``k`` belongs to rank ``k % world_size``), so every row is computed in the
+same batch, hence to the same bits, by 1 or N processes. Every rank writes its rows into the same memory-mapped
+arrays (disjoint rows) and records what it finished in its own done-mask file. The main
 process creates the files before the others open them and finalises after all are done, so the result is one
 datastore laid out exactly as a single-process build.
 """
@@ -28,8 +30,24 @@ class Shard:
         return self.rank == 0
 
     def owns(self, rows: np.ndarray) -> np.ndarray:
-        """The subset of ``rows`` this process computes."""
+        """The subset of ``rows`` (row or batch indices) this process handles."""
         return rows[rows % self.world_size == self.rank]
+
+    def broadcast_from_main(self, text: str) -> str:
+        """The main process's ``text`` on every process (no-op when alone)."""
+        if self.world_size <= 1:
+            return text
+        import torch
+        import torch.distributed as dist
+
+        data = torch.zeros(4096, dtype=torch.uint8)
+        if self.is_main:
+            raw = text.encode()[:4096]
+            data[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+        data = data.to(getattr(self._state, "device", "cpu"))  # NCCL needs a device tensor
+        dist.broadcast(data, src=0)
+        data = data.cpu()
+        return bytes(data.tolist()).rstrip(b"\0").decode(errors="replace")
 
     def barrier(self) -> None:
         """Wait for every process (no-op when alone)."""

@@ -14,20 +14,34 @@ MANIFEST_FILE = "manifest.json"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file and a rename, so readers never see half a file."""
+    """Write JSON through a temp file and a rename, so readers never see half a file (and a failed write, e.g. a
+    full disk, leaves the previous file as it was and no temp file behind)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=True, default=str))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_npy_atomic(path: Path, array) -> None:
-    """``np.save`` through a temp file and a rename."""
+    """``np.save`` through a temp file and a rename (a failed write leaves the previous file as it was)."""
     import numpy as np
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -41,7 +55,12 @@ class CheckpointEntry:
 
 @dataclass
 class Manifest:
-    """Provenance of a gradient datastore (``manifest.json``)."""
+    """Provenance of a gradient datastore (``manifest.json``).
+
+    ``files`` maps each file's path (relative to the datastore) to its ``bytes`` and ``crc32``, recorded when the build
+    completes; ``invalid_rows`` counts (and lists the first ids of) rows never selected, by reason
+    (``no_supervised_token``, ``nonfinite_features``).
+    """
 
     base_model: str
     checkpoints: list[CheckpointEntry]
@@ -53,6 +72,8 @@ class Manifest:
     n_rows: int
     dataset_fingerprint: str
     num_params: int = 0
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invalid_rows: dict[str, Any] = field(default_factory=dict)
     status: str = "building"
     schema_version: int = SCHEMA_VERSION
     less_hf_version: str = ""

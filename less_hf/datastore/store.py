@@ -1,11 +1,17 @@
 """On-disk feature arrays: ``.npy`` memmaps written in a ``.part`` folder with a done-mask, renamed when complete.
 
-A crash loses at most the rows since the last flush; a restart picks up the rows not marked done.
+A crash loses at most the rows since the last flush; a restart picks up the rows not marked done. A finished folder
+holds ``checksums.json`` (size and CRC-32 of every file, written before the rename), so a corrupted or truncated
+file is caught when it is read.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +19,11 @@ import numpy as np
 from .distributed import Shard
 
 DONE_FILE = "done.npy"
+CHECKSUMS_FILE = "checksums.json"
+_CHUNK = 16 << 20
+
+# done-mask states: a row is pending, done, or done but its features were not finite (stored as zeros, never selected)
+PENDING, DONE, NONFINITE = 0, 1, 2
 
 
 def feature_file(directory: Path, dim: int) -> Path:
@@ -36,19 +47,104 @@ def quantize_rows(values: np.ndarray) -> np.ndarray:
     return np.rint(values * (127.0 / np.where(absmax > 0, absmax, 1.0))).astype(np.int8)
 
 
+class CorruptFileError(ValueError):
+    """A datastore file does not match the size or checksum recorded when it was written."""
+
+
+def file_checksum(path: Path) -> dict[str, int | str]:
+    """``{"bytes": size, "crc32": "xxxxxxxx"}`` of a file, read in 16 MB chunks."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return {"bytes": path.stat().st_size, "crc32": f"{crc:08x}"}
+
+
+def rebuild_hint(path: Path) -> str:
+    """How to rebuild just the part of a datastore that ``path`` belongs to."""
+    folder = path.parent
+    if (folder / CHECKSUMS_FILE).exists() or folder.name.startswith("checkpoint-"):
+        return (
+            f"Delete {folder} and run the same command again: the build recomputes only that checkpoint's features "
+            "and reuses the rest."
+        )
+    return f"Delete {path} and run the same command again: the build rewrites it and reuses the features."
+
+
+def check_size(path: Path, expected: dict | None) -> None:
+    """Cheap check: the file exists and has the recorded size."""
+    if expected is None:
+        return
+    if not path.exists():
+        raise CorruptFileError(f"{path} is missing from the datastore. {rebuild_hint(path)}")
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        raise CorruptFileError(
+            f"{path} has {size} bytes but {expected['bytes']} were written: it is truncated or corrupted. "
+            f"{rebuild_hint(path)}"
+        )
+
+
+def verify_file(path: Path, expected: dict | None) -> None:
+    """Full check: size and CRC-32 against what was recorded (no-op when nothing was recorded)."""
+    if expected is None:
+        return
+    check_size(path, expected)
+    got = file_checksum(path)["crc32"]
+    if got != expected["crc32"]:
+        raise CorruptFileError(
+            f"{path} is corrupted: its CRC-32 is {got}, {expected['crc32']} was recorded when it was written. "
+            f"{rebuild_hint(path)}"
+        )
+
+
+def recorded_checksums(directory: Path) -> dict[str, dict]:
+    """The ``checksums.json`` of a finished feature folder (``{}`` for folders written before checksums existed)."""
+    path = Path(directory) / CHECKSUMS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())["files"]
+    except (ValueError, KeyError) as err:
+        raise CorruptFileError(f"{path} is unreadable ({err}). {rebuild_hint(path)}") from err
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the file's blocks now, so a full disk fails here with a clear error instead of a SIGBUS later when a
+    memory-mapped page is written (a sparse file only takes space when written)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            path.unlink(missing_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(
+                err.errno,
+                f"Not enough disk space for {path} ({size / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free): free some "
+                "space or choose another output dir, then run the same command again (finished parts are kept).",
+            ) from err
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
 class FeatureWriter:
     """Writes ``(n_rows, dim)`` features for one (split, checkpoint) into ``directory``, resumably.
 
     Under `accelerate launch` every process makes its own writer for the same folder: the main process creates the
-    arrays, each process writes only the rows its :class:`~less_hf.datastore.distributed.Shard` owns and records them
-    in its own done-mask, and :meth:`finalize` (called by all) merges the masks and renames the folder once.
+    arrays, each process writes the rows it computes and records them in its own done-mask, and :meth:`finalize`
+    (called by all) merges the masks, records checksums and renames the folder once.
+
+    Rows whose features are not finite (NaN/inf, e.g. from an overflow) are stored as zeros and marked
+    :data:`NONFINITE` in the done-mask; :meth:`finalize` reports them so they are never selected.
 
     Args:
         directory: the final folder; work happens in ``directory.part`` until :meth:`finalize`.
         n_rows: rows in the split.
         dims: projection dimensions (one ``d{dim}.npy`` each).
-        dtype: storage dtype (``float16`` or ``float32``).
-        shard: this process's share of the rows (default: the whole job).
+        dtype: storage dtype (``float16``, ``float32`` or ``int8``).
+        shard: this process's place in the job (default: alone).
     """
 
     def __init__(
@@ -66,18 +162,21 @@ class FeatureWriter:
             self.part.mkdir(parents=True, exist_ok=True)
             for dim in dims:
                 if self._open(dim, dtype) is None:
-                    np.lib.format.open_memmap(
-                        feature_file(self.part, dim), mode="w+", dtype=dtype, shape=(n_rows, dim)
-                    )
+                    path = feature_file(self.part, dim)
+                    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, dim))
                     for done_file in self.part.glob("done*.npy"):  # rows of a recreated array are not done
                         done_file.unlink()
+                    _allocate(path)
         self.shard.barrier()
         self.arrays = {dim: self._open(dim, dtype) for dim in dims}
-        self.done = np.zeros(n_rows, dtype=bool)
+        self.state = np.zeros(n_rows, dtype=np.uint8)
         for done_file in self.part.glob("done*.npy"):
-            mask = np.load(done_file)
+            try:
+                mask = np.load(done_file)
+            except ValueError:  # cannot happen with the atomic rename; treat as nothing done
+                continue
             if mask.shape == (n_rows,):
-                self.done |= mask
+                self.state = np.maximum(self.state, mask.astype(np.uint8))
         self.shard.barrier()  # every process has read the masks before anyone writes its own
 
     def _open(self, dim: int, dtype: str) -> np.ndarray | None:
@@ -94,21 +193,31 @@ class FeatureWriter:
         return array
 
     @property
+    def done(self) -> np.ndarray:
+        """Rows finished (by this process or found finished on disk)."""
+        return self.state != PENDING
+
+    @property
     def _done_file(self) -> Path:
         return self.part / (DONE_FILE if self.shard.world_size == 1 else f"done.rank{self.shard.rank}.npy")
 
     def pending(self) -> np.ndarray:
-        """Row indices this process still has to compute."""
+        """Row indices not finished yet."""
         if self.complete:
             return np.zeros(0, dtype=np.int64)
-        return self.shard.owns(np.flatnonzero(~self.done))
+        return np.flatnonzero(~self.done)
 
     def write(self, rows: np.ndarray, features: dict[int, np.ndarray]) -> None:
         """Store ``features[dim]`` (``(len(rows), dim)``) at ``rows``; marks them done at the next flush."""
+        rows = np.asarray(rows)
+        finite = np.ones(len(rows), dtype=bool)
+        for values in features.values():
+            finite &= np.isfinite(np.asarray(values)).all(axis=1)
         for dim, values in features.items():
             array = self.arrays[dim]
-            self.arrays[dim][rows] = quantize_rows(values) if array.dtype == np.int8 else values
-        self.done[rows] = True
+            values = np.where(finite[:, None], values, 0) if not finite.all() else values
+            array[rows] = quantize_rows(values) if array.dtype == np.int8 else values
+        self.state[rows] = np.where(finite, DONE, NONFINITE)
 
     def flush(self) -> None:
         """Make written rows durable: flush the arrays, then record them as done (atomic rename)."""
@@ -117,29 +226,72 @@ class FeatureWriter:
         for array in self.arrays.values():
             array.flush()
         tmp = self._done_file.with_name(f".{self._done_file.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, self.done)
-        os.replace(tmp, self._done_file)
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, self.state)
+            os.replace(tmp, self._done_file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
-    def finalize(self) -> None:
-        """Once every row is done (by every process), rename the ``.part`` folder to its final name."""
+    def finalize(self) -> list[int]:
+        """Once every row is done (by every process), record checksums and rename ``.part`` to the final name.
+
+        Returns:
+            The rows whose features were not finite (stored as zeros).
+        """
         if self.complete:
-            return
+            return nonfinite_rows(self.directory)
         self.flush()
         self.arrays = {}
         self.shard.barrier()
         if self.shard.is_main:
-            done = np.zeros(self.n_rows, dtype=bool)
+            state = np.zeros(self.n_rows, dtype=np.uint8)
             for done_file in self.part.glob("done*.npy"):
-                done |= np.load(done_file)
-            if not done.all():
-                raise RuntimeError(f"{self.part}: {int((~done).sum())} rows still missing; cannot finalize.")
-            np.save(self.part / DONE_FILE, done)
+                state = np.maximum(state, np.load(done_file).astype(np.uint8))
+            if (state == PENDING).any():
+                raise RuntimeError(
+                    f"{self.part}: {int((state == PENDING).sum())} rows still missing; cannot finalize."
+                )
+            tmp = self.part / f".{DONE_FILE}.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, state)
+            os.replace(tmp, self.part / DONE_FILE)
             for done_file in self.part.glob("done.rank*.npy"):
                 done_file.unlink()
+            files = {p.name: file_checksum(p) for p in sorted(self.part.glob("*.npy"))}
+            record = {"files": files, "nonfinite_rows": np.flatnonzero(state == NONFINITE).tolist()}
+            tmp = self.part / f".{CHECKSUMS_FILE}.tmp"
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+            os.replace(tmp, self.part / CHECKSUMS_FILE)
+            _fsync_dir(self.part)
             os.replace(self.part, self.directory)
+            _fsync_dir(self.directory.parent)
         self.shard.barrier()
         self.complete = True
+        return nonfinite_rows(self.directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make renames inside ``directory`` durable (best effort: some filesystems refuse to open a folder)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def nonfinite_rows(directory: Path) -> list[int]:
+    """Rows of a finished feature folder whose features were not finite."""
+    path = Path(directory) / CHECKSUMS_FILE
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text()).get("nonfinite_rows", []))
 
 
 def existing_feature_file(directory: Path, dim: int) -> Path:
@@ -153,9 +305,13 @@ def existing_feature_file(directory: Path, dim: int) -> Path:
     return path
 
 
-def open_features(directory: Path, dim: int) -> np.ndarray:
-    """Read-only memmap of a finished ``(n_rows, dim)`` feature array."""
-    return np.load(existing_feature_file(directory, dim), mmap_mode="r")
+def open_features(directory: Path, dim: int, verify: bool = True) -> np.ndarray:
+    """Read-only memmap of a finished ``(n_rows, dim)`` feature array, checked against its recorded checksum first
+    (one sequential read of the file; pass ``verify=False`` to skip)."""
+    path = existing_feature_file(directory, dim)
+    if verify:
+        verify_file(path, recorded_checksums(Path(directory)).get(path.name))
+    return np.load(path, mmap_mode="r")
 
 
 class BlockReader:
@@ -163,10 +319,16 @@ class BlockReader:
 
     A memory map keeps every page it has touched in the process's resident set, so scanning a 16 GB array grows RSS to
     16 GB; reading block by block keeps it at one block whatever the file size (the OS page cache still helps).
+
+    With ``expected`` (the file's recorded size and CRC-32), the size is checked on open and, when the blocks are read
+    in order from the first row to the last, the CRC-32 of what was read is compared at the last block: a corrupted
+    file raises :class:`CorruptFileError` before its scores can be used.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, expected: dict | None = None) -> None:
         self.path = Path(path)
+        check_size(self.path, expected)
+        self.expected = expected
         self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         version = np.lib.format.read_magic(self._file)
         if version == (1, 0):
@@ -176,14 +338,36 @@ class BlockReader:
         if fortran or len(shape) != 2:
             raise ValueError(f"{path} is not a C-ordered 2-D feature array.")
         self.shape, self.dtype, self._offset = shape, np.dtype(dtype), self._file.tell()
+        self._file.seek(0)
+        self._crc = zlib.crc32(self._file.read(self._offset))
+        self._next_row = 0  # the CRC covers rows [0, _next_row) while reads are sequential; None once they are not
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` as a new array."""
         self._file.seek(self._offset + lo * self.shape[1] * self.dtype.itemsize)
         out = np.fromfile(self._file, dtype=self.dtype, count=(hi - lo) * self.shape[1])
         if out.size != (hi - lo) * self.shape[1]:
-            raise ValueError(f"{self.path} is truncated: rows {lo}:{hi} are not all there. Rebuild this part.")
+            raise CorruptFileError(
+                f"{self.path} is truncated: rows {lo}:{hi} are not all there. {rebuild_hint(self.path)}"
+            )
+        if self.expected is not None and self._next_row is not None:
+            if lo == self._next_row:
+                self._crc = zlib.crc32(out, self._crc)
+                self._next_row = hi
+                if hi == self.shape[0]:
+                    self._check_crc()
+            else:
+                self._next_row = None
         return out.reshape(hi - lo, self.shape[1])
+
+    def _check_crc(self) -> None:
+        tail = self._file.read()  # nothing after the last row in a file we wrote
+        crc = f"{zlib.crc32(tail, self._crc):08x}"
+        if crc != self.expected["crc32"]:  # type: ignore[index]
+            raise CorruptFileError(
+                f"{self.path} is corrupted: its CRC-32 is {crc}, {self.expected['crc32']} was recorded when it was "  # type: ignore[index]
+                f"written. {rebuild_hint(self.path)}"
+            )
 
     def close(self) -> None:
         self._file.close()

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
-from .build import Datastore, GradientFeaturizer, dataset_fingerprint, row_ids
+from .featurize import GradientFeaturizer, dataset_fingerprint, row_ids
+from .lock import WriterLock
 from .manifest import write_json_atomic
+from .reader import Datastore
 from .store import FeatureWriter, open_features
 
 logger = logging.get_logger(__name__)
@@ -48,6 +50,15 @@ def build_target_features(
         raise ValueError(f"Target {name!r} has no rows.")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     directory = datastore.directory / "targets" / f"{safe}-{dataset_fingerprint(dataset)[:12]}"
+    checkpoints = datastore.checkpoint_infos()
+    if (directory / META_FILE).exists() and all((directory / c.name).is_dir() for c in checkpoints):
+        return load_target_features(directory)  # built before: reading needs no lock
+    shard = featurizer.shard
+    with WriterLock(datastore.directory, shard):
+        return _build_target(directory, datastore, checkpoints, name, dataset, featurizer, subtask_column)
+
+
+def _build_target(directory, datastore, checkpoints, name, dataset, featurizer, subtask_column) -> TargetFeatures:
     shard = featurizer.shard
     if shard.is_main:
         directory.mkdir(parents=True, exist_ok=True)
@@ -64,16 +75,29 @@ def build_target_features(
     subtasks = (
         [str(s) for s in dataset[subtask_column]] if subtask_column in dataset.column_names else [name] * len(dataset)
     )
-    if shard.is_main:
-        meta = {"name": name, "subtasks": subtasks, "ids": row_ids(dataset), "valid": valid.tolist()}
-        write_json_atomic(directory / META_FILE, meta)
-    shard.barrier()
-    for checkpoint in datastore.checkpoint_infos():
+    nonfinite: set[int] = set()
+    for checkpoint in checkpoints:
         writer = FeatureWriter(
             directory / checkpoint.name, len(dataset), datastore.manifest.dims, datastore.manifest.storage_dtype, shard
         )
         featurizer.featurize(checkpoint, tokenized, writer, "sgd", desc=f"Target {name}")
-        writer.finalize()
+        nonfinite.update(writer.finalize())
+    if nonfinite:
+        bad = sorted(nonfinite)
+        valid[bad] = False
+        if shard.is_main:
+            logger.warning(
+                "Target %r: %d rows have non-finite (NaN/inf) gradients (rows %s) and are ignored.",
+                name,
+                len(bad),
+                bad[:10],
+            )
+        if not valid.any():
+            raise ValueError(f"Every row of target {name!r} has a non-finite gradient: check the model and data.")
+    if shard.is_main:  # written last: its presence means every checkpoint is done
+        meta = {"name": name, "subtasks": subtasks, "ids": row_ids(dataset), "valid": valid.tolist()}
+        write_json_atomic(directory / META_FILE, meta)
+    shard.barrier()
     return TargetFeatures(name, directory, subtasks, valid)
 
 

@@ -22,15 +22,24 @@ def as_target_dict(targets: Any) -> tuple[dict[str, Any], bool]:
 
 
 def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
-    """How many rows to keep: exactly ``n``, or ``round(fraction · n_rows)`` (default 5%), at least 1."""
+    """How many rows to keep: exactly ``n``, or ``round(fraction · n_rows)`` (default 5%), at least 1.
+
+    Raises:
+        ValueError: both or an invalid one given: ``fraction`` outside (0, 1] (or NaN), ``n`` < 1, not an integer, or
+            larger than the pool.
+    """
     if fraction is not None and n is not None:
         raise ValueError("Pass either fraction or n, not both.")
     if n is not None:
+        if isinstance(n, bool) or int(n) != n:
+            raise ValueError(f"n must be a whole number of rows, got {n!r}.")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}.")
-        return min(n, n_rows)
+        if n > n_rows:
+            raise ValueError(f"n={n} is larger than the pool ({n_rows} rows): pass n <= {n_rows}, or fraction=1.0.")
+        return int(n)
     fraction = DEFAULT_FRACTION if fraction is None else fraction
-    if not 0 < fraction <= 1:
+    if isinstance(fraction, bool) or not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
     return max(1, round(fraction * n_rows))
 
