@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -133,6 +134,7 @@ def run(warmup_dir: Path, rows: int, target_rows: int, workdir: Path, dense_frac
 
     path, _, pool, tokenized = smollm2_rows(rows, offset=100)
     target = load_target("mmlu").select(range(target_rows))
+    shutil.rmtree(workdir / "build_datastore", ignore_errors=True)  # a complete one would be reused, not rebuilt
     selector = LESSSelector(
         warmup_dir,
         workdir / "build_datastore",

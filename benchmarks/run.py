@@ -54,7 +54,7 @@ PRESETS = {
     "full": {
         "callback": {"rows": 64, "epochs": 2, "repeats": 2},
         "build": {"rows": 32, "target_rows": 8, "dense_fraction": 0.01},
-        "projection": {"rows": 48, "dims": [1024, 4096, 8192], "dense_dims": [1024, 4096, 8192], "seeds": 3},
+        "projection": {"rows": 48, "dims": [1024, 8192], "dense_dims": [1024, 8192], "seeds": 3},
         "scoring": {"sizes": [10_000, 100_000, 1_000_000]},
         "scaling": {"rows": 32},
     },

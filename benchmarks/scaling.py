@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def child(warmup_dir: str, rows: int, out: str) -> None:
 
 
 def run(warmup_dir: Path, rows: int, workdir: Path) -> Section:
+    for p in (1, 2):  # a complete datastore would be reused, not rebuilt
+        shutil.rmtree(workdir / f"scaling_{p}proc", ignore_errors=True)
     results = {p: launch(p, warmup_dir, rows, workdir / f"scaling_{p}proc") for p in (1, 2)}
     stores = {}
     for p in results:
