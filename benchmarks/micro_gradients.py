@@ -12,17 +12,17 @@ Prints a markdown table. Run it on a quiet machine: ratios are only meaningful w
 from __future__ import annotations
 
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
 
-from less_hf.assets import load_pool, smollm2_path
 from less_hf.gradients import PerExampleGradients, collate
-from less_hf.modeling import load_tokenizer
 from less_hf.projection import SparseProjector
-from less_hf.tokenization import tokenize_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import lora_model, smollm2_rows  # noqa: E402
 
 ROWS, BATCH = 32, 16
 
@@ -37,21 +37,9 @@ def best_of(fn, repeats: int = 2) -> float:
 
 
 def main() -> None:
-    path = str(smollm2_path())
-    tokenizer = load_tokenizer(path)
-    rows = tokenize_dataset(load_pool(max_rows=400, seed=0).select(range(ROWS)), tokenizer, max_length=128)
-    rows = [rows[i] for i in range(ROWS)]
+    path, tokenizer, _, rows = smollm2_rows(ROWS)
     batches = [collate(rows[i : i + BATCH], tokenizer.pad_token_id) for i in range(0, ROWS, BATCH)]
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    lora = LoraConfig(
-        r=128,
-        lora_alpha=512,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora).eval()
+    model = lora_model(path)  # LESS's LoRA: r=128, alpha=512 on q,k,v,o
     per_example = PerExampleGradients(model)
     head_split = per_example._decoder_and_head
 

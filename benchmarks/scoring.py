@@ -1,11 +1,9 @@
-"""Streaming scoring: rows/s, effective GB/s read and peak RSS for N = 10k, 100k, 1M pool rows (synthetic fp16
-features, d = 8192, one checkpoint, three targets of 57, 27 and 1 subtasks — MMLU, BBH and CSQA-shaped).
+"""Streaming scoring: rows/s, effective GB/s read and peak RSS for N pool rows (synthetic fp16 features, d = 8192,
+one checkpoint), against the machine's measured memory bandwidth and fp32 GEMM speed.
 
-Each N is scored in a fresh child process, so its peak RSS (VmHWM) is the scoring's alone. The machine's
-memory bandwidth is measured the same way (a large numpy copy) for reference. Writing the 1M-row array takes 16 GB
-of disk and a minute or two.
-
-    python benchmarks/scoring.py [--sizes 10000 100000 1000000] [--workdir /tmp/less_hf_scoring]
+Two target sets: MMLU/BBH/CSQA-shaped (57 + 27 + 1 = 85 subtask directions, the demo's) and a single direction (the
+memory-bound case). Each (N, targets) is scored in a fresh child process, so its peak RSS (VmHWM) is the scoring's
+alone. The N-row array is written once per N (16 GB of disk at 1M rows) and deleted afterwards.
 """
 
 from __future__ import annotations
@@ -13,15 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .common import Section, peak_rss_mb, run_child
+
 DIM = 8192
-SUBTASKS = {"mmlu": 57, "bbh": 27, "csqa": 1}
+TARGET_SETS = {"85": {"mmlu": 57, "bbh": 27, "csqa": 1}, "1": {"csqa": 1}}
 
 
 def make_store(root: Path, n: int, seed: int = 0) -> None:
@@ -52,7 +50,7 @@ def make_store(root: Path, n: int, seed: int = 0) -> None:
         dataset_fingerprint="synthetic",
         status="complete",
     ).save(root)
-    for name, subtasks in SUBTASKS.items():
+    for name, subtasks in TARGET_SETS["85"].items():
         directory = root / "targets" / name
         (directory / "checkpoint-1").mkdir(parents=True)
         rows = subtasks * 3
@@ -63,74 +61,63 @@ def make_store(root: Path, n: int, seed: int = 0) -> None:
         )
 
 
-def child_score(root: str) -> None:
+def child_score(root: str, targets: str, block_rows: int) -> None:
     from less_hf.datastore import Datastore, load_target_features
     from less_hf.scoring import score_datastore
 
     store = Datastore.open(root)
-    targets = [load_target_features(Path(root) / "targets" / name) for name in SUBTASKS]
+    features = [load_target_features(Path(root) / "targets" / name) for name in TARGET_SETS[targets]]
     start = time.perf_counter()
-    scores = score_datastore(store, targets, block_rows=16384)
+    scores = score_datastore(store, features, block_rows=block_rows)
     seconds = time.perf_counter() - start
     assert all(np.isfinite(s).all() for s in scores.values())
     print(json.dumps({"seconds": seconds, "max_rss_mb": peak_rss_mb()}))
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries the parent's peak into a forked child."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def child_bandwidth() -> None:
-    a = np.ones(1 << 28, dtype=np.uint8)  # 256 MiB
-    b = np.empty_like(a)
-    best = min(_timed_copy(a, b) for _ in range(5))
-    print(json.dumps({"gb_per_s": 2 * a.nbytes / best / 1e9}))  # read + write
-
-
-def _timed_copy(a, b) -> float:
-    start = time.perf_counter()
-    np.copyto(b, a)
-    return time.perf_counter() - start
-
-
-def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--workdir", default="/tmp/less_hf_scoring")
-    parser.add_argument("--child-score", help=argparse.SUPPRESS)
-    parser.add_argument("--child-bandwidth", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child_score:
-        return child_score(args.child_score)
-    if args.child_bandwidth:
-        return child_bandwidth()
-    bandwidth = run_child("--child-bandwidth")["gb_per_s"]
-    print(f"memory bandwidth (numpy copy, read+write): {bandwidth:.1f} GB/s\n")
-    print("| N rows | features on disk | seconds | rows/s | GB/s read | % of bandwidth | peak RSS |")
-    print("|---|---|---|---|---|---|---|")
-    for n in args.sizes:
-        root = Path(args.workdir) / f"n{n}"
+def run(sizes: list[int], workdir: Path, bandwidth: float, gflops: float, block_rows: int = 16384) -> Section:
+    section = Section(
+        "3. Scoring: streaming from disk",
+        ["N rows", "directions", "features", "seconds", "rows/s", "GB/s read", "% of bandwidth", "peak RSS"],
+        data={"bandwidth_gb_s": bandwidth, "gemm_gflops": gflops, "results": []},
+    )
+    for n in sizes:
+        root = workdir / f"scoring_n{n}"
         shutil.rmtree(root, ignore_errors=True)
         make_store(root, n)
-        result = run_child("--child-score", str(root))
-        gigabytes = n * DIM * 2 / 1e9
-        rate = gigabytes / result["seconds"]
-        print(
-            f"| {n:,} | {gigabytes:.2f} GB | {result['seconds']:.1f} | {n / result['seconds']:,.0f} | {rate:.2f} | "
-            f"{100 * rate / bandwidth:.0f}% | {result['max_rss_mb']:.0f} MB |",
-            flush=True,
-        )
+        for targets in TARGET_SETS:
+            result = run_child("scoring", "--child", str(root), targets, str(block_rows))
+            gigabytes = n * DIM * 2 / 1e9
+            rate = gigabytes / result["seconds"]
+            section.rows.append(
+                [
+                    f"{n:,}",
+                    targets,
+                    f"{gigabytes:.2f} GB",
+                    f"{result['seconds']:.1f}",
+                    f"{n / result['seconds']:,.0f}",
+                    f"{rate:.2f}",
+                    f"{100 * rate / bandwidth:.0f}%",
+                    f"{result['max_rss_mb']:.0f} MB",
+                ]
+            )
+            section.data["results"].append({"n": n, "directions": int(targets), **result, "gb_s": rate})
         shutil.rmtree(root, ignore_errors=True)
+    flops_row = 2 * DIM * 85
+    cap_rows = gflops * 1e9 / flops_row
+    cap_gb = cap_rows * DIM * 2 / 1e9
+    section.notes.append(
+        f"Memory bandwidth (numpy copy, read+write) {bandwidth:.1f} GB/s; fp32 GEMM {gflops:.0f} GFLOP/s at the "
+        f"scoring's shape. At 85 directions a row costs {flops_row / 1e6:.2f} MFLOP for {DIM * 2 / 1e3:.1f} kB, so "
+        f"the GEMM caps scoring at ≈ {cap_rows:,.0f} rows/s = {cap_gb:.2f} GB/s ({100 * cap_gb / bandwidth:.0f}% of "
+        "bandwidth): compute-bound on this CPU; 50% of bandwidth would need "
+        f"{0.5 * bandwidth * 1e9 / (DIM * 2) * flops_row / 1e12:.2f} TFLOP/s. The 1-direction rows show the "
+        "memory-bound case."
+    )
+    return section
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs=3, metavar=("ROOT", "TARGETS", "BLOCK_ROWS"))
+    args = parser.parse_args()
+    child_score(args.child[0], args.child[1], int(args.child[2]))

@@ -20,6 +20,9 @@ from less_hf.datastore import Datastore, load_target_features
 from less_hf.datastore.store import quantize_rows
 from less_hf.scoring import score_datastore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import spearman  # noqa: E402
+
 
 def requantize(src: Path, dst: Path) -> None:
     """Copy the datastore, replacing every feature array with its int8 version."""
@@ -27,12 +30,6 @@ def requantize(src: Path, dst: Path) -> None:
     for path in dst.rglob("d[0-9]*.npy"):
         values = np.load(path)
         np.save(path, quantize_rows(values))
-
-
-def ranks(x: np.ndarray) -> np.ndarray:
-    r = np.empty(len(x))
-    r[np.argsort(x)] = np.arange(len(x))
-    return r
 
 
 def main(directory: str) -> None:
@@ -57,7 +54,7 @@ def main(directory: str) -> None:
             finite = np.isfinite(fp16)
             k = max(1, round(0.05 * finite.sum()))
             top = [set(np.argsort(-np.where(finite, s, -np.inf))[:k].tolist()) for s in (fp16, int8)]
-            rho = np.corrcoef(ranks(fp16[finite]), ranks(int8[finite]))[0, 1]
+            rho = spearman(fp16[finite], int8[finite])
             print(f"| {name} | {len(top[0] & top[1]) / k:.3f} ({k} rows) | {rho:.5f} |")
 
 

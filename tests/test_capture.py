@@ -290,3 +290,68 @@ def test_betas_and_eps_are_read_from_the_optimizer(tiny_model_dir, pool, tmp_pat
     assert moments.step == 2
     state = json.loads((checkpoint.path / CAPTURE_DIR / "state.json").read_text())
     assert len(state["learning_rates"]) == 2
+
+
+def _capture_trainer(tiny_model_dir, tokenizer, pool, output_dir, callback):
+    from transformers import Trainer, TrainingArguments
+
+    from less_hf.gradients import collate
+    from less_hf.tokenization import tokenize_dataset
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="epoch",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    return Trainer(
+        model=lora_model(tiny_model_dir),
+        args=args,
+        train_dataset=tokenize_dataset(pool.select(range(4)), tokenizer, max_length=64),
+        data_collator=lambda rows: collate(rows, tokenizer.pad_token_id),
+        callbacks=[callback],
+    )
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_files_are_complete_when_train_returns(tiny_model_dir, tokenizer, pool, tmp_path, background):
+    """The background write is joined by train end: the last checkpoint's files equal the live optimizer state."""
+    callback = GradientCaptureCallback(background_write=background)
+    trainer = _capture_trainer(tiny_model_dir, tokenizer, pool, tmp_path / "out", callback)
+    trainer.train()
+    assert callback._writer is None
+    checkpoints = find_checkpoints(tmp_path / "out")
+    assert [c.step for c in checkpoints] == [2, 4] and all(c.captured for c in checkpoints)
+    saved = OptimizerMoments.load(checkpoints[-1].path / CAPTURE_DIR)
+    names = {id(p): canonical_name(n) for n, p in trainer.model.named_parameters()}
+    live = trainer.optimizer.state
+    assert len(live) == len(saved.exp_avg)
+    for p, state in live.items():
+        assert torch.equal(saved.exp_avg[names[id(p)]], state["exp_avg"])
+        assert torch.equal(saved.exp_avg_sq[names[id(p)]], state["exp_avg_sq"])
+    # the first checkpoint holds the moments of step 2, not the ones the optimizer reached later
+    first = OptimizerMoments.load(checkpoints[0].path / CAPTURE_DIR)
+    assert first.step == 2
+    assert not torch.equal(next(iter(first.exp_avg.values())), next(iter(saved.exp_avg.values())))
+
+
+def test_background_write_error_is_raised(tmp_path):
+    """An error met by the writer thread surfaces at the next wait() (next save / train end), not silently."""
+    import threading
+
+    callback = GradientCaptureCallback()
+    (tmp_path / "checkpoint-1").mkdir()
+    (tmp_path / "checkpoint-1" / CAPTURE_DIR).write_text("a file where the capture folder goes")
+    moments = OptimizerMoments({"w": torch.ones(2)}, {"w": torch.ones(2)}, 1, (0.9, 0.999), 1e-8)
+    callback._writer = threading.Thread(
+        target=callback._write, args=(moments, tmp_path / "checkpoint-1" / CAPTURE_DIR, {})
+    )
+    callback._writer.start()
+    with pytest.raises(RuntimeError, match="writing the Adam moments failed"):
+        callback.wait()
+    callback.wait()  # the error is reported once

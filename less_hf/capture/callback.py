@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from .optimizer_state import CAPTURE_DIR, canonical_name, check_adam, moments_from_optimizer
+from .optimizer_state import CAPTURE_DIR, OptimizerMoments, canonical_name, check_adam, moments_from_optimizer
 
 logger = logging.get_logger(__name__)
 
@@ -38,16 +41,49 @@ class GradientCaptureCallback(TrainerCallback):
 
     Only the main process writes under `accelerate launch`. A non-Adam optimizer fails at train start.
 
+    By default the save copies the moments to CPU (tens of milliseconds) and writes the files in a background
+    thread while training goes on. That thread is joined before the next save, when training ends and when the
+    process exits, and an error it met is raised there; the files appear atomically either way.
+
     Args:
         base_model_name_or_path: recorded so selection can rebuild the model; defaults to what peft recorded.
         adapter_name: the peft adapter being trained.
+        background_write: write the files in a background thread (default) instead of blocking the save.
     """
 
-    def __init__(self, base_model_name_or_path: str | None = None, adapter_name: str = "default") -> None:
+    def __init__(
+        self,
+        base_model_name_or_path: str | None = None,
+        adapter_name: str = "default",
+        background_write: bool = True,
+    ) -> None:
         self.base_model_name_or_path = base_model_name_or_path
         self.adapter_name = adapter_name
+        self.background_write = background_write
         self._lrs: list[float] = []
         self._steps: list[int] = []
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
+        atexit.register(_join_at_exit, weakref.ref(self))
+
+    def wait(self) -> None:
+        """Block until the last background write has finished; raise the error it met, if any."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise RuntimeError(f"GradientCaptureCallback: writing the Adam moments failed: {error}") from error
+
+    def _write(self, moments: OptimizerMoments, directory: Path, metadata: dict[str, Any]) -> None:
+        try:
+            if not directory.parent.is_dir():  # the Trainer rotated the checkpoint away meanwhile
+                logger.warning("GradientCaptureCallback: %s was removed before its moments were written.", directory)
+                return
+            moments.save(directory, metadata)
+            logger.info("GradientCaptureCallback: wrote Adam moments to %s", directory)
+        except BaseException as error:  # surfaced by wait()
+            self._error = error
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -78,6 +114,7 @@ class GradientCaptureCallback(TrainerCallback):
         if not state.is_world_process_zero:
             self._lrs, self._steps = [], []
             return
+        self.wait()
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not checkpoint.is_dir():
             logger.warning("GradientCaptureCallback: %s not found after save; nothing captured.", checkpoint)
@@ -104,6 +141,38 @@ class GradientCaptureCallback(TrainerCallback):
             metadata["adapter_config"] = {
                 k: sorted(v) if isinstance(v, set) else v for k, v in metadata["adapter_config"].items()
             }
-        moments.save(checkpoint / CAPTURE_DIR, metadata)
-        logger.info("GradientCaptureCallback: wrote Adam moments and %d learning rates to %s", len(lrs), checkpoint)
         self._lrs, self._steps = [], []
+        if not self.background_write:
+            moments.save(checkpoint / CAPTURE_DIR, metadata)
+            return
+        # Snapshot now (the optimizer updates its moments in place at the next step), write in the background.
+        snapshot = OptimizerMoments(
+            {n: _cpu_copy(t) for n, t in moments.exp_avg.items()},
+            {n: _cpu_copy(t) for n, t in moments.exp_avg_sq.items()},
+            moments.step,
+            moments.betas,
+            moments.eps,
+            dict(moments.extra),
+        )
+        self._writer = threading.Thread(
+            target=self._write, args=(snapshot, checkpoint / CAPTURE_DIR, metadata), name="less_hf-moments"
+        )
+        self._writer.start()
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.wait()
+
+
+def _cpu_copy(t: Any) -> Any:
+    """A float32 CPU copy that later in-place updates of ``t`` cannot reach."""
+    t = t.detach()
+    copy = t.float().cpu()
+    return copy.clone() if copy.data_ptr() == t.data_ptr() else copy
+
+
+def _join_at_exit(ref: weakref.ref) -> None:
+    callback = ref()
+    if callback is not None and callback._writer is not None:
+        callback._writer.join()

@@ -1,0 +1,1 @@
+"""less_hf benchmarks: `python benchmarks/run.py --preset quick|full` runs them all (see run.py)."""
