@@ -213,3 +213,15 @@ def test_export_and_report_commands(cli_run):
     assert main(["report", str(cli_run / "out")]) == 0
     assert (cli_run / "out" / "report.html").stat().st_size > 10_000
     assert (cli_run / "out" / "report_files" / "add_histogram.png").exists()
+
+
+def test_example_config_file_uses_only_known_options():
+    from pathlib import Path
+
+    import yaml
+
+    from less_hf.cli import _dest_of
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "examples" / "select.yaml").read_text())
+    known = _dest_of(build_parser()._less_subparsers["select"])
+    assert set(data) <= set(known), set(data) - set(known)

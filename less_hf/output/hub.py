@@ -7,6 +7,7 @@ them, with the same rows as the selection (the user's columns plus the score and
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def card_body(selection: dict[str, Any], repo_id: str | None = None) -> str:
         f"# {repo_id or 'Selected subsets'}",
         "",
         f"Subsets of `{pool['spec']}` ({pool['n_rows']:,} rows, fingerprint `{pool['fingerprint']}`) selected with "
-        f"[less_hf](https://arxiv.org/abs/2402.04333) (method `{selection['method']}`) for the target "
+        f"less_hf (method `{selection['method']}`, [LESS](https://arxiv.org/abs/2402.04333)) for the target "
         f"task{'s' if len(names) > 1 else ''} {', '.join(f'`{n}`' for n in names)}.",
         "",
         "```python",
@@ -138,7 +139,8 @@ def dataset_card(selection: dict[str, Any], repo_id: str | None = None):
     """A `huggingface_hub.DatasetCard` for a selection (metadata + body)."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    data = DatasetCardData(**card_metadata(selection, repo_id))
+    metadata = json.loads(json.dumps(card_metadata(selection, repo_id)))  # no shared objects → no YAML anchors
+    data = DatasetCardData(**metadata)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{card_body(selection, repo_id)}")
 
 
