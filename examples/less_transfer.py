@@ -5,7 +5,7 @@ them (the paper selects with Llama-2-7B and trains Llama-2-13B and Mistral-7B). 
 
 1. SmolLM2-135M-Instruct (Llama architecture) warms up with LoRA on 5% of the pool and selects the top 5% for the
    target task with `LESSSelector`.
-2. Gemma-3-270M (Gemma-3 architecture, 2x the parameters, a 262k-token vocabulary; base model, trained in Gemma's
+2. Gemma-3-270M (Gemma-3 architecture, 2x the parameters, a 262k-token vocabulary; base model, trained with
    plain-text User:/Assistant: turns) is fine-tuned with LoRA on that subset with TRL's `SFTTrainer`.
 3. The Gemma model's completion loss on the target's held-out test rows is printed before and after, and, with
    ``--random-baseline``, after training on a random subset of the same size instead.
