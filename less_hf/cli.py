@@ -1,4 +1,8 @@
-"""`less-hf` command line: warmup, select, demo — thin wrappers over the same configs as the Python API."""
+"""`less-hf` command line: one subcommand per stage, flags generated from the same config dataclasses as the API.
+
+Every subcommand takes ``--config FILE.yaml|.json`` whose keys are the flags' field names (``output_dir`` or
+``output-dir``); flags given on the command line override the file.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from .config import GradientConfig, ProjectionConfig, SelectionConfig, WarmupConfig
+from .data_sources import load_data
+
+__all__ = ["build_parser", "load_data", "main"]
+
+SELECTION_METHODS = ("less",)
+"""Methods `less-hf select --method` knows; each maps to a `Selector` in :func:`_make_selector`."""
+
+
+def _is_main_process() -> bool:
+    """True unless this is a non-zero rank under `accelerate launch` / torchrun (only rank 0 writes and prints)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _parse_bool(text: str) -> bool:
@@ -24,7 +41,7 @@ def _parse_bool(text: str) -> bool:
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Expose every field of a config dataclass as ``--field-name`` with its help text and default."""
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(cls.__name__)
+    group = parser.add_argument_group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})")
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -43,29 +60,100 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
 
 
 def config_from_args(args: argparse.Namespace, cls: type):
+    """Build config ``cls`` from the ``Cls.field`` entries of parsed arguments."""
     prefix = f"{cls.__name__}."
     return cls(**{k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)})
 
 
-def load_data(spec: str):
-    """A dataset from a `save_to_disk` folder or a .json/.jsonl/.parquet/.csv file."""
-    from datasets import load_dataset, load_from_disk
+def _add(parser: argparse.ArgumentParser, flag: str, help: str, required: bool = False, **kwargs: Any) -> None:
+    """A plain option; ``required`` ones are checked after the config file is merged (so a file may supply them)."""
+    suffix = " (required)" if required else f" (default: {kwargs.get('default')})"
+    parser.add_argument(flag, help=help + suffix, **kwargs)
+    if required:
+        parser.set_defaults(_required=[*parser.get_default("_required"), flag])
 
-    path = Path(spec)
-    if path.is_dir():
-        return load_from_disk(str(path))
-    suffix = path.suffix.lower()
-    builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-    if not path.exists() or suffix not in builders:
-        raise SystemExit(f"error: {spec!r} is neither a `save_to_disk` folder nor a .json/.jsonl/.parquet/.csv file.")
-    return load_dataset(builders[suffix], data_files=str(path), split="train")
+
+def _subparser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(_required=[])
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML or JSON file of option values (keys = option names, '-' or '_'); flags given here override it.",
+    )
+    return p
+
+
+def _dest_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Map every option's field name (``output_dir``) to its argparse dest."""
+    names = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--"):
+                names[option[2:].replace("-", "_")] = action.dest
+    return names
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.exists():
+        raise SystemExit(f"error: config file {path} does not exist.")
+    text = file.read_text()
+    if file.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SystemExit(
+                "error: YAML config files need pyyaml (pip install pyyaml), or use a .json file."
+            ) from None
+        data = yaml.safe_load(text)
+    elif file.suffix.lower() == ".json":
+        data = json.loads(text)
+    else:
+        raise SystemExit(f"error: config file {path} must end in .yaml, .yml or .json.")
+    if not isinstance(data, dict):
+        raise SystemExit(f"error: config file {path} must hold a mapping of option names to values.")
+    return data
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, argv: list[str]):
+    """Parse once to find ``--config``; if given, set its values as defaults and parse again (flags win)."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        dests = _dest_of(sub)
+        defaults = {}
+        for key, value in _read_config_file(args.config).items():
+            field = key.replace("-", "_")
+            if field not in dests or field == "config":
+                raise SystemExit(
+                    f"error: {args.config}: unknown option {key!r} for `less-hf {args.command}`; known: "
+                    f"{', '.join(sorted(k for k in dests if k not in ('help', 'config')))}"
+                )
+            defaults[dests[field]] = value
+        sub.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    missing = [flag for flag in args._required if getattr(args, flag[2:].replace("-", "_")) in (None, [])]
+    if missing:
+        raise SystemExit(f"error: `less-hf {args.command}` needs {', '.join(missing)} (as a flag or a config key).")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------- subcommands
 
 
 def _cmd_warmup(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
     from .warmup import warmup
 
-    warmup(args.model, load_data(args.pool), args.output_dir, config_from_args(args, WarmupConfig))
-    print(f"Warmup checkpoints written to {args.output_dir}")
+    extra = {}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        extra["use_cpu"] = True  # under `accelerate launch` on CPUs, the Trainer runs DDP over gloo only with use_cpu
+    warmup(args.model, load_data(args.pool), args.output_dir, config_from_args(args, WarmupConfig), **extra)
+    if _is_main_process():
+        print(f"Warmup checkpoints written to {args.output_dir}")
     return 0
 
 
@@ -75,31 +163,94 @@ def _parse_targets(specs: list[str]) -> dict[str, Any]:
         if "=" not in spec:
             raise SystemExit(f"error: --target takes NAME=PATH, got {spec!r}")
         name, path = spec.split("=", 1)
+        if not name or "/" in name:
+            raise SystemExit(f"error: target name {name!r} must be non-empty and contain no '/'.")
         targets[name] = load_data(path)
     return targets
 
 
-def _cmd_select(args: argparse.Namespace) -> int:
+def _make_selector(method: str, args: argparse.Namespace):
+    if method not in SELECTION_METHODS:
+        raise SystemExit(f"error: --method {method!r} is not available; choose one of {SELECTION_METHODS}.")
     from .selection import LESSSelector
 
-    pool = load_data(args.pool)
-    selection = config_from_args(args, SelectionConfig)
-    selector = LESSSelector(
+    return LESSSelector(
         args.warmup_dir,
         args.datastore_dir,
         config_from_args(args, GradientConfig),
         config_from_args(args, ProjectionConfig),
-        selection,
+        config_from_args(args, SelectionConfig),
         args.base_model,
     )
-    results = selector.select(pool, _parse_targets(args.target), fraction=selection.fraction, n=selection.n)
-    out = Path(args.output_dir)
-    for name, subset in results.items():
-        subset.save_to_disk(str(out / name))
-        print(f"{name}: selected {len(subset)} of {len(pool)} rows → {out / name}")
-    (out / "selection.json").write_text(
-        json.dumps({"targets": sorted(results), "selection": selection.to_dict()}, indent=2)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .output.info import describe, format_description
+
+    selector = _make_selector("less", args)
+    datastore = selector.build_datastore(load_data(args.pool))
+    if _is_main_process():
+        print(format_description(describe(datastore.directory)))
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from .output.provenance import less_settings, save_selection, selection_metadata
+
+    pool = load_data(args.pool)
+    targets = _parse_targets(args.target)
+    selection = config_from_args(args, SelectionConfig)
+    selector = _make_selector(args.method, args)
+    results = selector.select(pool, targets, fraction=selection.fraction, n=selection.n)
+    if not _is_main_process():
+        return 0  # under `accelerate launch` every process scores; only the main one writes
+    metadata = selection_metadata(
+        pool, targets, results, selector.scores_, args.method, less_settings(selector), args.source_column, args.pool
     )
+    out = save_selection(args.output_dir, results, selector.scores_, metadata)
+    for name, subset in results.items():
+        print(f"{name}: selected {len(subset)} of {len(pool)} rows → {out / name}")
+    print(f"Provenance in {out / 'selection.json'}; next: `less-hf report {out}` or `less-hf export {out} DIR`.")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .output.report import write_report
+
+    paths = write_report(args.selection_dir, args.output_dir)
+    print(f"Report: {paths['html']} (self-contained) and {paths['markdown']}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .output.hub import export_selection
+
+    folder = export_selection(args.selection_dir, args.export_dir, args.repo_id)
+    print(f"Exported to {folder}; load it with datasets.load_dataset({str(folder)!r}, name=TARGET)")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .output.hub import HubUnreachableError, push_selection
+
+    export_dir = args.export_dir or str(Path(args.selection_dir) / "hub_export")
+    try:
+        url = push_selection(args.selection_dir, args.repo_id, export_dir, not args.public, args.endpoint)
+    except (HubUnreachableError, PermissionError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"Pushed to {url}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .output.info import describe, format_description
+
+    try:
+        info = describe(args.path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(info, indent=2, default=str) if args.json else format_description(info))
     return 0
 
 
@@ -110,45 +261,115 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="less-hf", description="LESS targeted data selection for HF training.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------------------------------------------- parser
 
-    p = sub.add_parser("warmup", help="LoRA warmup on a random slice of the pool, saving LESS checkpoints.")
-    p.add_argument("--model", required=True, help="Base model folder (or a Hub name available offline).")
-    p.add_argument("--pool", required=True, help="Pool dataset: save_to_disk folder or .json/.jsonl/.parquet/.csv.")
-    p.add_argument("--output-dir", required=True, help="Where the checkpoint-N folders go.")
+
+def _datastore_args(p: argparse.ArgumentParser) -> None:
+    _add(p, "--warmup-dir", "The warmup's output dir (checkpoint-N folders).", required=True)
+    _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
+    _add(p, "--datastore-dir", "Datastore location (None: <warmup-dir>/less_datastore).", default=None)
+    _add(p, "--base-model", "Override the base model recorded in the checkpoints (e.g. a local copy).", default=None)
+    add_dataclass_args(p, GradientConfig)
+    add_dataclass_args(p, ProjectionConfig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `less-hf` argument parser (one subparser per stage)."""
+    parser = argparse.ArgumentParser(
+        prog="less-hf",
+        description="LESS targeted data selection for Hugging Face training. "
+        "Stages: warmup → build → select → report / export / push; `info` describes any folder.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    parser._less_subparsers = {}  # type: ignore[attr-defined]
+
+    p = _subparser(sub, "warmup", "LoRA warmup on a random slice of the pool, saving LESS checkpoints.")
+    _add(p, "--model", "Base model folder (or a Hub name when online).", required=True)
+    _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
+    _add(p, "--output-dir", "Where the checkpoint-N folders go.", required=True)
     add_dataclass_args(p, WarmupConfig)
     p.set_defaults(func=_cmd_warmup)
+    parser._less_subparsers["warmup"] = p  # type: ignore[attr-defined]
 
-    p = sub.add_parser("select", help="Build the gradient datastore and select the top rows for each target.")
-    p.add_argument("--warmup-dir", required=True, help="The warmup's output dir (checkpoint-N folders).")
-    p.add_argument("--pool", required=True, help="Pool dataset (as for warmup).")
-    p.add_argument(
+    p = _subparser(sub, "build", "Build (or resume) the pool's gradient datastore from the warmup checkpoints.")
+    _datastore_args(p)
+    p.set_defaults(func=_cmd_build)
+    parser._less_subparsers["build"] = p  # type: ignore[attr-defined]
+
+    p = _subparser(sub, "select", "Score the pool for each target task and save the top rows with provenance.")
+    _datastore_args(p)
+    _add(
+        p,
         "--target",
-        action="append",
+        "A target task's few-shot examples as NAME=PATH; repeat for several tasks.",
         required=True,
+        action="append",
         metavar="NAME=PATH",
-        help="A target task's few-shot examples; repeat for several tasks.",
+        default=None,
     )
-    p.add_argument("--output-dir", required=True, help="Selected subsets are saved here, one folder per target.")
-    p.add_argument("--datastore-dir", default=None, help="Datastore location (default: <warmup-dir>/less_datastore).")
-    p.add_argument("--base-model", default=None, help="Override the base model recorded in the checkpoints.")
-    add_dataclass_args(p, GradientConfig)
-    add_dataclass_args(p, ProjectionConfig, skip=())
+    _add(p, "--output-dir", "Selection folder: one subset per target, selection.json, scores/.", required=True)
+    _add(p, "--method", f"Selection method, one of {SELECTION_METHODS}.", default="less")
+    _add(
+        p,
+        "--source-column",
+        "Pool column naming each row's source, for the source mix (None: 'source' if present).",
+        default=None,
+    )
     add_dataclass_args(p, SelectionConfig)
     p.set_defaults(func=_cmd_select)
+    parser._less_subparsers["select"] = p  # type: ignore[attr-defined]
+
+    p = _subparser(sub, "report", "Write report.html (self-contained) and report.md for a selection folder.")
+    p.add_argument("selection_dir", help="A folder written by `less-hf select`.")
+    _add(p, "--output-dir", "Where to write the report (None: the selection folder).", default=None)
+    p.set_defaults(func=_cmd_report)
+    parser._less_subparsers["report"] = p  # type: ignore[attr-defined]
+
+    p = _subparser(
+        sub, "export", "Write the selection as a Hub-ready folder: data/<target>-*.parquet + README.md card."
+    )
+    p.add_argument("selection_dir", help="A folder written by `less-hf select`.")
+    p.add_argument("export_dir", help="Folder to write.")
+    _add(p, "--repo-id", "Hub name to mention in the card (optional).", default=None)
+    p.set_defaults(func=_cmd_export)
+    parser._less_subparsers["export"] = p  # type: ignore[attr-defined]
+
+    p = _subparser(sub, "push", "Export, then upload to a Hub dataset repo (token from HF_TOKEN or `hf auth login`).")
+    p.add_argument("selection_dir", help="A folder written by `less-hf select`.")
+    p.add_argument("repo_id", help="Hub dataset repo, e.g. my-org/mmlu-less-5pct.")
+    _add(
+        p,
+        "--export-dir",
+        "Local export folder, kept whatever happens (None: <selection_dir>/hub_export).",
+        default=None,
+    )
+    _add(p, "--public", "Create the repo public (default: private).", action="store_true", default=False)
+    _add(p, "--endpoint", "Hub endpoint (None: HF_ENDPOINT or huggingface.co).", default=None)
+    p.set_defaults(func=_cmd_push)
+    parser._less_subparsers["push"] = p  # type: ignore[attr-defined]
+
+    p = _subparser(sub, "info", "Describe a datastore, a warmup dir, a checkpoint-N folder or a selection folder.")
+    p.add_argument("path", help="The folder to describe.")
+    _add(p, "--json", "Print JSON instead of text.", action="store_true", default=False)
+    p.set_defaults(func=_cmd_info)
+    parser._less_subparsers["info"] = p  # type: ignore[attr-defined]
 
     from .demo import DemoConfig  # light: the demo module imports its assets lazily
 
-    p = sub.add_parser("demo", help="End-to-end LESS on the built-in offline model and data (SmolLM2-135M).")
+    p = _subparser(sub, "demo", "End-to-end LESS on the built-in offline model and data (SmolLM2-135M).")
     add_dataclass_args(p, DemoConfig)
     p.set_defaults(func=_cmd_demo)
+    parser._less_subparsers["demo"] = p  # type: ignore[attr-defined]
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Entry point of `less-hf`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    sub = parser._less_subparsers.get(command)  # type: ignore[attr-defined]
+    args = _apply_config_file(parser, sub, argv) if sub is not None else parser.parse_args(argv)
     return args.func(args)
 
 

@@ -1,7 +1,8 @@
 """The offline end-to-end demo: real model (SmolLM2-135M-Instruct), real data, LESS from warmup to subsets.
 
 Warmup on 5% of the built-in FLAN-style pool → gradient datastore → selection for MMLU, BBH and CommonsenseQA →
-per task, the top rows and the source mix of the selected 5%; the subsets are saved with ``save_to_disk``.
+per task, the top rows and the source mix of the selected 5%; the subsets are saved with ``save_to_disk`` together
+with their provenance (``selection.json``, ``scores/``), an HTML report and a Hub-ready export.
 The defaults are sized to finish in about 10 minutes on 2 CPU cores (see README).
 """
 
@@ -36,6 +37,9 @@ class DemoConfig:
     dim: int = _help("Projection dimension.", default=8192)
     seed: int = _help("Seed for sampling, warmup and projection.", default=0)
     show: int = _help("Top rows to print per target.", default=3)
+    report: bool = _help(
+        "Write report.html/report.md and a Hub-ready export of the selection at the end.", default=True
+    )
 
 
 def _round_robin(dataset, limit: int):
@@ -110,14 +114,32 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     t_sel = time.perf_counter()
 
     print("[4/4] Selected subsets:", flush=True)
+    from .output.provenance import less_settings, save_selection, selection_metadata
+
+    metadata = selection_metadata(
+        pool,
+        targets,
+        selected,
+        selector.scores_,
+        "less",
+        less_settings(selector),
+        pool_spec="less_hf.assets.load_pool",
+    )
+    save_selection(out / "selected", selected, selector.scores_, metadata)
     for name, subset in selected.items():
         path = out / "selected" / name
-        subset.save_to_disk(str(path))
         mix = collections.Counter(subset["source"])
         print(f"\n== {name}: {len(subset)} of {len(pool)} rows → {path}")
         print("   source mix: " + ", ".join(f"{s} {c}" for s, c in mix.most_common()))
         for row in subset.select(range(min(config.show, len(subset)))):
             print(f"   {row['less_score']:+.4f}  [{row['source']}]  {_snippet(row)}")
+    if config.report:
+        from .output.hub import export_selection
+        from .output.report import write_report
+
+        paths = write_report(out / "selected")
+        export = export_selection(out / "selected", out / "hub_export")
+        print(f"\nReport: {paths['html']} (open it in a browser); Hub-ready export: {export}/")
     total = time.perf_counter() - started
     print(
         f"\nDone in {total:.0f} s (warmup {t_warm - started:.0f} s incl. assets, datastore + selection "

@@ -8,7 +8,7 @@ import sys
 import pytest
 from datasets import load_from_disk
 
-from less_hf.cli import load_data, main
+from less_hf.cli import build_parser, load_data, main
 
 
 @pytest.fixture(scope="module")
@@ -46,31 +46,14 @@ def cli_run(tmp_path_factory, tiny_model_dir, pool):
         )
         == 0
     )
-    assert (
-        main(
-            [
-                "select",
-                "--warmup-dir",
-                str(root / "warm"),
-                "--pool",
-                str(root / "pool"),
-                "--target",
-                f"add={root / 'add.jsonl'}",
-                "--n",
-                "5",
-                "--dims",
-                "128",
-                "256",
-                "--dim",
-                "128",
-                "--max-length",
-                "64",
-                "--output-dir",
-                str(root / "out"),
-            ]
-        )
-        == 0
+    build = ["build", "--warmup-dir", str(root / "warm"), "--pool", str(root / "pool"), "--dims", "128", "256"]
+    assert main([*build, "--max-length", "64"]) == 0
+    # select through a YAML config file, with one flag overriding it
+    (root / "select.yaml").write_text(
+        f"warmup_dir: {root / 'warm'}\npool: {root / 'pool'}\ntarget: ['add={root / 'add.jsonl'}']\n"
+        f"n: 7\ndims: [128, 256]\ndim: 128\nmax-length: 64\noutput_dir: {root / 'out'}\n"
     )
+    assert main(["select", "--config", str(root / "select.yaml"), "--n", "5"]) == 0
     return root
 
 
@@ -115,8 +98,36 @@ def test_bad_target_spec_is_a_clear_error(cli_run):
 
 
 def test_load_data_rejects_unknown_paths(tmp_path):
-    with pytest.raises(SystemExit, match="save_to_disk"):
-        load_data(str(tmp_path / "missing.txt"))
+    with pytest.raises(SystemExit, match="does not exist.*save_to_disk"):
+        load_data(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "rows.txt").write_text("hello")
+    with pytest.raises(SystemExit, match="use .json/.jsonl/.parquet/.csv"):
+        load_data(str(tmp_path / "rows.txt"))
+
+
+def test_load_data_reads_files_folders_and_splits(tmp_path, pool):
+    from datasets import DatasetDict
+
+    small = pool.select(range(5))
+    small.to_parquet(str(tmp_path / "p.parquet"))
+    small.to_csv(str(tmp_path / "p.csv"))
+    DatasetDict(train=small, test=pool.select(range(2))).save_to_disk(str(tmp_path / "dd"))
+    assert load_data(str(tmp_path / "p.parquet")).to_list() == small.to_list()
+    assert load_data(str(tmp_path / "p.csv")).num_rows == 5
+    assert load_data(str(tmp_path / "dd")).num_rows == 5  # train by default
+    assert load_data(f"{tmp_path / 'dd'}:test").num_rows == 2
+    with pytest.raises(ValueError, match="splits"):
+        load_data(f"{tmp_path / 'dd'}:validation")
+
+
+def test_hub_dataset_name_offline_is_a_clear_error(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SystemExit, match="Hub dataset"):
+        load_data("someone/no-such-dataset-less-hf")
 
 
 def test_help_lists_config_fields():
@@ -132,3 +143,85 @@ def test_import_is_light():
         "if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_build_makes_the_datastore_select_reuses(cli_run):
+    from less_hf.datastore.manifest import Manifest
+
+    manifest = Manifest.load(cli_run / "warm" / "less_datastore")
+    assert manifest.status == "complete" and manifest.n_rows == 48 and manifest.max_length == 64
+
+
+def test_config_file_values_apply_and_flags_override(cli_run):
+    import json
+
+    meta = json.loads((cli_run / "out" / "selection.json").read_text())
+    assert meta["settings"]["selection"]["n"] == 5  # the flag beat the file's 7
+    assert meta["settings"]["projection"]["dims"] == [128, 256]  # from the file
+    assert meta["settings"]["gradient"]["max_length"] == 64  # 'max-length' key in the file
+
+
+def test_config_file_unknown_key_is_a_clear_error(tmp_path):
+    (tmp_path / "c.json").write_text('{"warmup_dir": "w", "bogus_option": 1}')
+    with pytest.raises(SystemExit, match="unknown option 'bogus_option'"):
+        main(["select", "--config", str(tmp_path / "c.json")])
+
+
+def test_missing_required_option_names_it(tmp_path):
+    with pytest.raises(SystemExit, match="--pool"):
+        main(["build", "--warmup-dir", str(tmp_path)])
+
+
+def test_every_subcommand_has_help_with_defaults():
+    parser = build_parser()
+    for name in ("warmup", "build", "select", "report", "export", "push", "info", "demo"):
+        text = parser._less_subparsers[name].format_help()
+        assert "--config" in text, name
+    assert "(default: 0.05)" in parser._less_subparsers["warmup"].format_help()
+    assert "(default: less)" in parser._less_subparsers["select"].format_help()
+
+
+def test_info_describes_datastore_warmup_checkpoint_and_selection(cli_run, capsys):
+    import json
+
+    from less_hf.output.info import describe
+
+    ds = describe(cli_run / "warm" / "less_datastore")
+    assert ds["kind"] == "datastore" and ds["dims"] == [128, 256] and ds["rows"] == 48
+    assert 0 < ds["valid_rows"] <= 48 and ds["size_on_disk"] > 48 * 128 * 2
+    assert sum(c["weight"] for c in ds["checkpoints"]) == pytest.approx(1.0)
+    warm = describe(cli_run / "warm")
+    assert warm["kind"] == "warmup" and [c["step"] for c in warm["checkpoints"]] == [2, 4]
+    assert all(c["captured"] for c in warm["checkpoints"])
+    ckpt = describe(cli_run / "warm" / "checkpoint-2")
+    assert ckpt["kind"] == "checkpoint" and ckpt["step"] == 2
+    assert describe(cli_run / "out")["targets"]["add"]["n_selected"] == 5
+    assert main(["info", str(cli_run / "warm" / "less_datastore")]) == 0
+    assert "η̄" in capsys.readouterr().out
+    assert main(["info", "--json", str(cli_run / "warm")]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "warmup"
+    with pytest.raises(SystemExit, match="not a less_hf folder"):
+        main(["info", str(cli_run)])
+
+
+def test_export_and_report_commands(cli_run):
+    from datasets import load_dataset
+
+    assert main(["export", str(cli_run / "out"), str(cli_run / "export")]) == 0
+    exported = load_dataset(str(cli_run / "export"), name="add", split="train")
+    assert exported.to_list() == load_from_disk(str(cli_run / "out" / "add")).to_list()
+    assert main(["report", str(cli_run / "out")]) == 0
+    assert (cli_run / "out" / "report.html").stat().st_size > 10_000
+    assert (cli_run / "out" / "report_files" / "add_histogram.png").exists()
+
+
+def test_example_config_file_uses_only_known_options():
+    from pathlib import Path
+
+    import yaml
+
+    from less_hf.cli import _dest_of
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "examples" / "select.yaml").read_text())
+    known = _dest_of(build_parser()._less_subparsers["select"])
+    assert set(data) <= set(known), set(data) - set(known)

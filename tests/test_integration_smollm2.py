@@ -75,3 +75,10 @@ def test_demo_end_to_end_small(tmp_path):
         saved = load_from_disk(str(tmp_path / "selected" / name))
         assert saved["id"] == subset["id"]
         assert all(s > float("-inf") for s in saved["less_score"])
+    # the demo also leaves a report and a Hub-ready export
+    assert (tmp_path / "selected" / "report.html").exists()
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "hub_export" / "data").glob("*.parquet")) == [
+        "bbh",
+        "csqa",
+        "mmlu",
+    ]

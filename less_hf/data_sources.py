@@ -1,0 +1,63 @@
+"""Load a dataset from what a user types: a local file, a `datasets` folder, or a Hub dataset name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _one_split(data, spec: str, split: str | None):
+    from datasets import DatasetDict
+
+    if not isinstance(data, DatasetDict):
+        return data
+    if split is None:
+        if len(data) == 1:
+            return next(iter(data.values()))
+        split = "train"
+    if split not in data:
+        raise ValueError(f"{spec!r} has splits {sorted(data)}, not {split!r}: write {spec}:SPLIT to pick one.")
+    return data[split]
+
+
+def load_data(spec: str | os.PathLike):
+    """A `datasets.Dataset` from a path or a name.
+
+    Accepts a ``.json``/``.jsonl``/``.parquet``/``.csv`` file, a ``save_to_disk`` folder (a `DatasetDict` folder gives
+    its only split or ``train``), a folder of data files (e.g. a ``less-hf export``), or a Hub dataset name (when
+    online). ``SPEC:SPLIT`` picks a split (e.g. ``tatsu-lab/alpaca:train``).
+
+    Raises:
+        SystemExit: with a message naming the problem, when nothing can be loaded from ``spec``.
+    """
+    from datasets import load_dataset, load_from_disk
+
+    spec = str(spec)
+    name, split = spec, None
+    if not Path(spec).exists() and ":" in spec:
+        name, split = spec.rsplit(":", 1)
+    path = Path(name)
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return _one_split(load_from_disk(str(path)), spec, split)
+        return load_dataset(str(path), split=split or "train")
+    suffix = path.suffix.lower()
+    if path.exists():
+        if suffix not in FILE_BUILDERS:
+            raise SystemExit(f"error: {spec!r} is a {suffix or 'extensionless'} file; use .json/.jsonl/.parquet/.csv.")
+        return load_dataset(FILE_BUILDERS[suffix], data_files=str(path), split="train")
+    if suffix in FILE_BUILDERS or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SystemExit(
+            f"error: {spec!r} does not exist; pass a .json/.jsonl/.parquet/.csv file, a `save_to_disk` folder or a "
+            "Hub dataset name."
+        )
+    try:
+        return load_dataset(name, split=split or "train")
+    except Exception as e:  # noqa: BLE001 - any failure here means "not a Hub dataset we can reach"
+        raise SystemExit(
+            f"error: {spec!r} is not a local file or folder, and loading it as a Hub dataset failed "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Pass a .json/.jsonl/.parquet/.csv "
+            "file, a `save_to_disk` folder, or a Hub dataset name while online."
+        ) from None
