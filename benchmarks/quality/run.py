@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -28,17 +29,19 @@ import torch
 
 PRESETS = {
     # pool rows (before planting), rows planted per target, test rows per target, few-shot rows per target, seeds,
-    # train epochs, max tokens, LESS warmup epochs, projection dim
-    "smoke": dict(pool=120, planted=3, test_rows=8, target_rows=12, seeds=1, epochs=1, max_length=128,
-                  warmup_epochs=1, dim=1024, batch=8, full_epochs=1),
+    # train epochs, max tokens, LESS warmup epochs and LoRA rank, projection dim, batch, epochs on the full pool
+    "smoke": dict(pool=60, planted=2, test_rows=5, target_rows=6, seeds=1, epochs=1, max_length=64,
+                  warmup_epochs=1, warmup_r=8, dim=1024, batch=8, full_epochs=1),
     "cpu": dict(pool=1000, planted=10, test_rows=40, target_rows=30, seeds=3, epochs=2, max_length=128,
-                warmup_epochs=2, dim=8192, batch=8, full_epochs=1),
+                warmup_epochs=2, warmup_r=128, dim=8192, batch=8, full_epochs=1),
     "full": dict(pool=35760, planted=50, test_rows=1000, target_rows=10_000, seeds=3, epochs=2, max_length=512,
-                 warmup_epochs=4, dim=8192, batch=16, full_epochs=1),
+                 warmup_epochs=4, warmup_r=128, dim=8192, batch=16, full_epochs=1),
 }  # fmt: skip
 TARGETS = ("mmlu", "bbh", "csqa")
 METHODS = ("base", "full", "random", "less", "tsds", "bm25", "dsir", "rds")
+SAMPLERS = ("random", "dsir", "tsds")  # methods whose selection depends on the seed
 FRACTION = 0.05
+UNITS = {"train_steps": 0, "train_s": 0.0, "eval_rows": 0, "eval_s": 0.0}  # measured unit costs
 LR = 1e-4  # LoRA on 5% of a small pool for 1-2 epochs: the paper's 2e-5 barely moves a 135M model in 10-30 steps
 
 
@@ -93,7 +96,10 @@ def finetune(model_path: str, rows, out: Path, seed: int, epochs: int, cfg: dict
         max_length=cfg["max_length"], seed=seed, bf16=cuda, use_cpu=not cuda, disable_tqdm=True,
     )  # fmt: skip
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=data, peft_config=lora_config())
+    started = time.perf_counter()
     trainer.train()
+    UNITS["train_steps"] += trainer.state.global_step
+    UNITS["train_s"] += time.perf_counter() - started
     return trainer.model
 
 
@@ -105,6 +111,7 @@ def evaluate(model, tokenizer, test, max_length: int) -> dict:
     model.eval()
     device = next(model.parameters()).device
     correct, gold_losses = 0, []
+    started = time.perf_counter()
     for row in test:
         prompt = row["messages"][:-1]
         encs = [
@@ -125,6 +132,8 @@ def evaluate(model, tokenizer, test, max_length: int) -> dict:
         correct += int(total.argmax().item() == row["answer"])
         g = row["answer"]
         gold_losses.append(float(-total[g] / (target[g] != -100).sum().clamp(min=1)))
+    UNITS["eval_rows"] += len(test)
+    UNITS["eval_s"] += time.perf_counter() - started
     return {"accuracy": correct / len(test), "gold_loss": float(np.mean(gold_losses))}
 
 
@@ -201,6 +210,26 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def estimate(units: dict, timings: dict, cfg: dict, pool_rows: int) -> dict:
+    """Seconds each preset should take, from this run's measured unit costs (train step, eval row, pool row)."""
+    step = units["train_s"] / max(1, units["train_steps"])
+    row_eval = units["eval_s"] / max(1, units["eval_rows"])
+    datastore_row = timings.get("select_less", 0.0) / max(1, pool_rows * cfg["warmup_epochs"])
+    rds_row = timings.get("select_rds", 0.0) / max(1, pool_rows)
+    out = {}
+    for name, p in PRESETS.items():
+        n = p["pool"] + 3 * p["planted"]
+        k = max(1, round(FRACTION * n))
+        steps = 5 * 3 * p["seeds"] * math.ceil(k / p["batch"]) * p["epochs"]  # 5 selections x 3 targets
+        steps += p["seeds"] * math.ceil(n / p["batch"]) * p["full_epochs"]  # full pool
+        steps += math.ceil(max(8, k) / 2) * p["warmup_epochs"]  # LESS warmup (batch 2)
+        evals = (6 * p["seeds"] + 1) * 3 * p["test_rows"]
+        scale = (p["max_length"] / cfg["max_length"]) * (p["batch"] / cfg["batch"])
+        out[name] = (steps * step * scale + evals * row_eval + n * p["warmup_epochs"] * datastore_row
+                     + n * rds_row)  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
@@ -236,9 +265,9 @@ def main() -> None:
     warmup_dir = work / "warmup"
     if not any(warmup_dir.glob("checkpoint-*")):
         warmup(model_path, pool, warmup_dir, WarmupConfig(
-            fraction=FRACTION, epochs=cfg["warmup_epochs"], learning_rate=2e-5, per_device_batch_size=4,
-            gradient_accumulation_steps=1, lora_r=128, lora_alpha=512, max_length=cfg["max_length"], seed=0,
-            logging_steps=1), disable_tqdm=True)  # fmt: skip
+            num_rows=max(8, k), epochs=cfg["warmup_epochs"], learning_rate=2e-5, per_device_batch_size=2,
+            gradient_accumulation_steps=1, lora_r=cfg["warmup_r"], lora_alpha=4 * cfg["warmup_r"],
+            max_length=cfg["max_length"], seed=0, logging_steps=1), disable_tqdm=True)  # fmt: skip
     timings["less_warmup"] = time.perf_counter() - t0
 
     selectors = make_selectors(cfg, model_path, warmup_dir, work)
@@ -247,6 +276,9 @@ def main() -> None:
     for m in [m for m in methods if m in selectors]:
         t = time.perf_counter()
         for seed in range(cfg["seeds"]):
+            if seed > 0 and m not in SAMPLERS:  # a deterministic selection: the seeds differ only in training
+                selections[m][seed] = selections[m][0]
+                continue
             chosen = selectors[m].select(pool, fewshot, fraction=FRACTION, seed=seed)
             selections.setdefault(m, {})[seed] = chosen
             if seed == 0:
@@ -279,6 +311,8 @@ def main() -> None:
     shutil.rmtree(work / "train", ignore_errors=True)
     timings["total"] = time.perf_counter() - t0
 
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch every process evaluates; one writes
+        return
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"timings": timings, "note": f"pool {len(pool)} rows, k = {k} (5%), lr {LR}, LoRA r=16 on q,k,v,o; "
@@ -291,6 +325,9 @@ def main() -> None:
     print(report)
     per_run = {m: timings.get(f"train_eval_{m}", math.nan) / max(1, cfg["seeds"]) for m in methods}
     log(f"per-seed train+eval seconds: {per_run}")
+    log(f"unit costs: {UNITS}")
+    guess = estimate(UNITS, timings, cfg, len(pool))
+    log("estimated duration on this machine (s), from these unit costs: " + json.dumps(guess))
 
 
 if __name__ == "__main__":

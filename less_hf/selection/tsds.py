@@ -162,7 +162,7 @@ class TSDSSelector(Selector):
             else:
                 kdes = np.ones_like(dists)
             solution = water_fill(dists, kdes, cfg.alpha, cfg.C)
-            if solution.capped:
+            if solution.capped and ids.shape[1] < len(rows):
                 logger.warning(
                     "TSDS %r: a target ran out of its k=%d neighbours before the optimum; raise TSDSConfig.k.",
                     task,
