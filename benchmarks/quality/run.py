@@ -32,7 +32,7 @@ PRESETS = {
     # train epochs, max tokens, LESS warmup epochs and LoRA rank, projection dim, batch, epochs on the full pool
     "smoke": dict(pool=60, planted=2, test_rows=5, target_rows=6, seeds=1, epochs=1, max_length=64,
                   warmup_epochs=1, warmup_r=8, dim=1024, batch=8, full_epochs=1),
-    "cpu": dict(pool=1000, planted=10, test_rows=40, target_rows=30, seeds=3, epochs=2, max_length=128,
+    "cpu": dict(pool=400, planted=10, test_rows=20, target_rows=30, seeds=3, epochs=2, max_length=128,
                 warmup_epochs=2, warmup_r=128, dim=8192, batch=8, full_epochs=1),
     "full": dict(pool=35760, planted=50, test_rows=1000, target_rows=10_000, seeds=3, epochs=2, max_length=512,
                  warmup_epochs=4, warmup_r=128, dim=8192, batch=16, full_epochs=1),
@@ -94,6 +94,7 @@ def finetune(model_path: str, rows, out: Path, seed: int, epochs: int, cfg: dict
         output_dir=str(out), num_train_epochs=epochs, learning_rate=LR, per_device_train_batch_size=cfg["batch"],
         lr_scheduler_type="linear", warmup_steps=0.03, save_strategy="no", report_to=[], logging_steps=5,
         max_length=cfg["max_length"], seed=seed, bf16=cuda, use_cpu=not cuda, disable_tqdm=True,
+        truncation_mode="keep_end",  # TRL's default cuts from the right and drops rows whose answer is cut away
     )  # fmt: skip
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=data, peft_config=lora_config())
     started = time.perf_counter()
@@ -308,26 +309,34 @@ def main() -> None:
                     results[m][name].append(evaluate(model, tokenizer, split[name][1], 2 * cfg["max_length"]))
             timings[f"train_eval_{m}"] = timings.get(f"train_eval_{m}", 0.0) + time.perf_counter() - t
             log(f"seed {seed} {m}: " + ", ".join(f"{n} {results[m][n][-1]}" for n in TARGETS if results[m][n]))
+            write_outputs(args, cfg, results, precision, methods, timings, len(pool), k)
     shutil.rmtree(work / "train", ignore_errors=True)
     timings["total"] = time.perf_counter() - t0
-
-    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch every process evaluates; one writes
-        return
-    out = Path(args.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"timings": timings, "note": f"pool {len(pool)} rows, k = {k} (5%), lr {LR}, LoRA r=16 on q,k,v,o; "
-            f"{torch.get_num_threads()} CPU threads, cuda={torch.cuda.is_available()}"}  # fmt: skip
-    report = summarize(results, precision, methods, args.preset, cfg, meta)
-    (out / f"quality_{args.preset}.md").write_text(report)
-    record = {"preset": args.preset, "config": cfg, "results": results, "precision_at_k": precision, **meta}
-    (out / f"quality_{args.preset}.json").write_text(json.dumps(record, indent=1))
-    plot(results, methods, out / f"quality_{args.preset}.png")
+    report = write_outputs(args, cfg, results, precision, methods, timings, len(pool), k)
     print(report)
     per_run = {m: timings.get(f"train_eval_{m}", math.nan) / max(1, cfg["seeds"]) for m in methods}
     log(f"per-seed train+eval seconds: {per_run}")
     log(f"unit costs: {UNITS}")
     guess = estimate(UNITS, timings, cfg, len(pool))
     log("estimated duration on this machine (s), from these unit costs: " + json.dumps(guess))
+
+
+def write_outputs(args, cfg, results, precision, methods, timings, n_pool: int, k: int) -> str:
+    """Write the table, JSON and plot (called after every method, so a cut-short run keeps what it measured)."""
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch every process evaluates; one writes
+        return ""
+    out = Path(args.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"timings": timings, "note": f"pool {n_pool} rows, k = {k} (5%), lr {LR}, LoRA r=16 on q,k,v,o; "
+            f"{torch.get_num_threads()} CPU threads, cuda={torch.cuda.is_available()}"}  # fmt: skip
+    done = [m for m in methods if all(results[m][t] for t in TARGETS)]
+    report = summarize(results, precision, done, args.preset, cfg, meta)
+    (out / f"quality_{args.preset}.md").write_text(report)
+    record = {"preset": args.preset, "config": cfg, "results": results, "precision_at_k": precision, **meta}
+    (out / f"quality_{args.preset}.json").write_text(json.dumps(record, indent=1))
+    if done:
+        plot(results, done, out / f"quality_{args.preset}.png")
+    return report
 
 
 if __name__ == "__main__":
