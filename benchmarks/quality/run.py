@@ -92,9 +92,10 @@ def finetune(model_path: str, rows, out: Path, seed: int, epochs: int, cfg: dict
     cuda = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(out), num_train_epochs=epochs, learning_rate=LR, per_device_train_batch_size=cfg["batch"],
-        lr_scheduler_type="linear", warmup_steps=0.03, save_strategy="no", report_to=[], logging_steps=5,
+        lr_scheduler_type="linear", warmup_steps=0, save_strategy="no", report_to=[], logging_steps=5,
         max_length=cfg["max_length"], seed=seed, bf16=cuda, use_cpu=not cuda, disable_tqdm=True,
         truncation_mode="keep_end",  # TRL's default cuts from the right and drops rows whose answer is cut away
+        # no lr warmup: a ratio warmup gives a 1-6 step run a first step at lr 0
     )  # fmt: skip
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=data, peft_config=lora_config())
     started = time.perf_counter()
