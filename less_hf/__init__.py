@@ -13,15 +13,29 @@ from .config import (  # noqa: E402
     ProjectionConfig,
     SelectionConfig,
     TokenizationConfig,
+    TSDSConfig,
     WarmupConfig,
 )
 from .datastore import Datastore, build_datastore  # noqa: E402
 from .projection import DenseProjector, SparseProjector, build_projector  # noqa: E402
-from .selection import LESSSelector, Selector  # noqa: E402
+from .selection import (  # noqa: E402
+    SELECTORS,
+    BM25Selector,
+    DSIRSelector,
+    LESSSelector,
+    RandomSelector,
+    RDSSelector,
+    Selector,
+    TSDSSelector,
+    get_selector,
+)
 from .tokenization import tokenize_dataset  # noqa: E402
 from .warmup import warmup  # noqa: E402
 
 __all__ = [
+    "SELECTORS",
+    "BM25Selector",
+    "DSIRSelector",
     "Datastore",
     "DenseProjector",
     "GradientCaptureCallback",
@@ -29,15 +43,20 @@ __all__ = [
     "LESSSelector",
     "OptimizerMoments",
     "ProjectionConfig",
+    "RDSSelector",
+    "RandomSelector",
     "SelectionConfig",
     "Selector",
     "SparseProjector",
+    "TSDSConfig",
+    "TSDSSelector",
     "TokenizationConfig",
     "WarmupConfig",
     "__version__",
     "build_datastore",
     "build_projector",
     "find_checkpoints",
+    "get_selector",
     "tokenize_dataset",
     "warmup",
 ]

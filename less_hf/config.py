@@ -108,3 +108,48 @@ class SelectionConfig(_DictMixin):
     dim: int | None = _help("Which projected dimension to score with (default: the largest built).", default=None)
     score_column: str = _help("Name of the score column added to the returned dataset.", default="less_score")
     block_rows: int = _help("Pool rows read from disk per scoring block.", default=65536)
+
+
+@dataclass
+class TSDSConfig(_DictMixin):
+    """TSDS (Liu et al. 2024): optimal-transport alignment to the targets plus a KDE diversity regulariser.
+
+    Defaults are the authors' code's (α = 0.5, C = 5, σ = 0.75, up to 5,000 neighbours per target, 1,000 for the
+    KDE; IVF-Flat with nlist ≈ √N/2 and nprobe = 10 on large pools).
+    """
+
+    alpha: float = _help(
+        "Weight of the transport (alignment) term, in (0, 1); the diversity term gets 1 - alpha. Smaller alpha "
+        "spreads the mass over more candidates (other published runs use 0.01).",
+        default=0.5,
+    )
+    C: float = _help("Distance scale dividing the transport cost.", default=5.0)
+    sigma: float = _help(
+        "KDE bandwidth on unit vectors (kernel max(0, 1 - |x - x'|^2 / sigma^2)). 0 turns the KDE off (KNN-Uniform, "
+        "the paper's G-infinity regulariser).",
+        default=0.75,
+    )
+    k: int = _help("Nearest candidates per target example (the water-filling's horizon).", default=5000)
+    kde_k: int = _help(
+        "Nearest candidates per candidate for its KDE density (memory: 1024 x kde_k per block).", default=1000
+    )
+    sampling: str = _help(
+        "'with_replacement' (the authors': n draws from p, duplicates possible), 'without_replacement' "
+        "(Gumbel top-k on log p), or 'top' (the n highest-probability rows).",
+        default="with_replacement",
+    )
+    exact_max_rows: int = _help(
+        "Pools up to this size get an exact (flat) index; larger ones IVF-Flat.", default=50_000
+    )
+    nprobe: int = _help("IVF cells probed per query (large pools only).", default=10)
+    features: str = _help(
+        "'less' (the LESS gradient datastore of a warmup: pool Adam updates vs target gradients) or 'embeddings' "
+        "(a sentence encoder, e.g. all-MiniLM-L6-v2).",
+        default="less",
+    )
+    checkpoints: str = _help(
+        "LESS features: 'all' (every checkpoint's unit features scaled by sqrt of its lr weight and concatenated, so "
+        "the cosine is the LESS-weighted sum of per-checkpoint cosines) or 'last'.",
+        default="all",
+    )
+    score_column: str = _help("Name of the probability column added to the returned dataset.", default="tsds_score")

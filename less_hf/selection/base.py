@@ -44,16 +44,54 @@ def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
     return max(1, round(fraction * n_rows))
 
 
+MODES = ("per_task", "combined")
+COMBINED = "combined"
+
+
+def combine_max(scores: dict[str, np.ndarray]) -> np.ndarray:
+    """One score for the union of the targets: the max over tasks (a row useful to any task ranks high)."""
+    return np.max(np.stack(list(scores.values())), axis=0)
+
+
 class Selector(ABC):
-    """Base class: subclasses implement :meth:`score`; :meth:`select` turns scores into datasets."""
+    """Base class: subclasses implement :meth:`score`; :meth:`select` turns scores into datasets.
+
+    Every method shares :meth:`select`'s options: ``fraction`` or ``n``, ``mode`` (one selection per task, or one for
+    the union of the tasks) and ``seed`` (for the methods that sample). After a call, ``scores_`` holds
+    ``{task: (len(pool),) scores}`` (plus ``"combined"`` in combined mode).
+
+    Subclasses may override :meth:`pick` (how k rows are drawn from the scores; default: the top k) and
+    :meth:`combine` (default: the max over tasks).
+    """
 
     score_column = "score"
+    seed: int = 0
 
     @abstractmethod
     def score(self, pool, targets: dict[str, Any]) -> dict[str, np.ndarray]:
         """``{target name: (len(pool),) scores}``; higher is better; ``-inf`` means never select."""
 
-    def select(self, pool, targets: Any, fraction: float | None = None, n: int | None = None):
+    def combine(self, scores: dict[str, np.ndarray]) -> np.ndarray:
+        """Scores for ``mode="combined"``; default: :func:`combine_max`."""
+        return combine_max(scores)
+
+    def pick(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Indices of the selected rows, in the order they are returned (default: the top k, best first)."""
+        return top_indices(scores, k)
+
+    def subset(self, pool, indices: np.ndarray, scores: np.ndarray):
+        """The returned `Dataset`: the pool's rows at ``indices`` with score and rank columns."""
+        return subset_with_scores(pool, indices, scores, self.score_column)
+
+    def select(
+        self,
+        pool,
+        targets: Any,
+        fraction: float | None = None,
+        n: int | None = None,
+        mode: str = "per_task",
+        seed: int | None = None,
+    ):
         """Select rows of ``pool`` for each target.
 
         Args:
@@ -61,11 +99,16 @@ class Selector(ABC):
             targets: one `Dataset` of target examples, or ``{name: Dataset}`` to select for several tasks in one pass.
             fraction: keep this fraction of the pool (default 5%).
             n: keep exactly n rows (instead of fraction).
+            mode: ``"per_task"`` (one selection per target, default) or ``"combined"`` (one selection for the union
+                of the targets, from :meth:`combine` of the per-task scores).
+            seed: seed of the methods that sample (random, DSIR, TSDS); default: the selector's ``seed``.
 
         Returns:
             The selected rows (all of the pool's columns, plus score and rank columns), best first: one `Dataset`
-            if ``targets`` was a `Dataset`, else ``{name: Dataset}``.
+            if ``targets`` was a `Dataset` or ``mode="combined"``, else ``{name: Dataset}``.
         """
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; choose one of {MODES}.")
         if len(pool) == 0:
             raise ValueError("The pool is empty: nothing to select from.")
         named, single = as_target_dict(targets)
@@ -73,8 +116,11 @@ class Selector(ABC):
             if len(target) == 0:
                 raise ValueError(f"Target {name!r} has no rows: pass a few examples of the task.")
         k = budget(len(pool), fraction, n)
+        rng = np.random.default_rng(self.seed if seed is None else seed)
         self.scores_ = self.score(pool, named)
-        selected = {
-            name: subset_with_scores(pool, top_indices(s, k), s, self.score_column) for name, s in self.scores_.items()
-        }
+        if mode == COMBINED:
+            combined = self.combine(self.scores_)
+            self.scores_[COMBINED] = combined
+            return self.subset(pool, self.pick(combined, k, rng), combined)
+        selected = {name: self.subset(pool, self.pick(s, k, rng), s) for name, s in self.scores_.items()}
         return selected["target"] if single else selected

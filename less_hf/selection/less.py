@@ -89,7 +89,15 @@ class LESSSelector(Selector):
         cfg = self.selection_config
         return score_datastore(datastore, features, cfg.dim, cfg.aggregate, cfg.block_rows)
 
-    def select(self, pool, targets: Any, fraction: float | None = None, n: int | None = None):
+    def select(
+        self,
+        pool,
+        targets: Any,
+        fraction: float | None = None,
+        n: int | None = None,
+        mode: str = "per_task",
+        seed: int | None = None,
+    ):
         if fraction is None and n is None:
             fraction, n = self.selection_config.fraction, self.selection_config.n
-        return super().select(pool, targets, fraction=fraction, n=n)
+        return super().select(pool, targets, fraction=fraction, n=n, mode=mode, seed=seed)
