@@ -14,12 +14,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .config import GradientConfig, ProjectionConfig, SelectionConfig, WarmupConfig
+from .config import GradientConfig, ProjectionConfig, SelectionConfig, TSDSConfig, WarmupConfig
 from .data_sources import load_data
 
 __all__ = ["build_parser", "load_data", "main"]
 
-SELECTION_METHODS = ("less",)
+SELECTION_METHODS = ("less", "tsds", "random", "bm25", "dsir", "rds")
 """Methods `less-hf select --method` knows; each maps to a `Selector` in :func:`_make_selector`."""
 
 
@@ -38,8 +38,10 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Expose every field of a config dataclass as ``--field-name`` with its help text and default."""
+def add_dataclass_args(
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), flag_prefix: str = ""
+) -> None:
+    """Expose every field of a config dataclass as ``--<flag_prefix>field-name`` with its help text and default."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})")
     for f in dataclasses.fields(cls):
@@ -56,7 +58,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
             kwargs["type"] = float
         elif "int" in hint:
             kwargs["type"] = int
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{cls.__name__}.{f.name}", **kwargs)
+        group.add_argument(f"--{flag_prefix}{f.name.replace('_', '-')}", dest=f"{cls.__name__}.{f.name}", **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, cls: type):
@@ -169,19 +171,65 @@ def _parse_targets(specs: list[str]) -> dict[str, Any]:
     return targets
 
 
-def _make_selector(method: str, args: argparse.Namespace):
-    if method not in SELECTION_METHODS:
-        raise SystemExit(f"error: --method {method!r} is not available; choose one of {SELECTION_METHODS}.")
-    from .selection import LESSSelector
+def _needs_warmup_dir(method: str, args: argparse.Namespace) -> str:
+    if not getattr(args, "warmup_dir", None):
+        raise SystemExit(f"error: --method {method} needs --warmup-dir (the warmup's checkpoints).")
+    return args.warmup_dir
 
-    return LESSSelector(
-        args.warmup_dir,
-        args.datastore_dir,
-        config_from_args(args, GradientConfig),
-        config_from_args(args, ProjectionConfig),
-        config_from_args(args, SelectionConfig),
-        args.base_model,
-    )
+
+def _make_selector(method: str, args: argparse.Namespace):
+    """The `Selector` for ``--method`` (see :data:`less_hf.selection.SELECTORS`), built from the parsed options."""
+    from .selection import SELECTORS, LESSSelector
+
+    if method not in SELECTORS:
+        raise SystemExit(f"error: --method {method!r} is not available; choose one of {SELECTION_METHODS}.")
+    if method == "less":
+        return LESSSelector(
+            _needs_warmup_dir(method, args),
+            args.datastore_dir,
+            config_from_args(args, GradientConfig),
+            config_from_args(args, ProjectionConfig),
+            config_from_args(args, SelectionConfig),
+            args.base_model,
+        )
+    seed = getattr(args, "selection_seed", 0)
+    if method == "tsds":
+        return SELECTORS["tsds"](
+            _needs_warmup_dir(method, args),
+            config=config_from_args(args, TSDSConfig),
+            datastore_dir=args.datastore_dir,
+            gradient_config=config_from_args(args, GradientConfig),
+            projection_config=config_from_args(args, ProjectionConfig),
+            base_model=args.base_model,
+            seed=seed,
+        )
+    if method == "rds":
+        model = args.base_model
+        if model is None:
+            from .capture.checkpoints import find_checkpoints
+            from .modeling import base_model_of
+
+            model = base_model_of(find_checkpoints(_needs_warmup_dir(method, args))[0].path)
+        gradient = config_from_args(args, GradientConfig)
+        return SELECTORS["rds"](model, max_length=gradient.max_length, batch_size=gradient.batch_size)
+    if method in ("random", "dsir"):
+        return SELECTORS[method](seed=seed)
+    return SELECTORS[method]()
+
+
+def _method_settings(method: str, selector) -> dict[str, Any]:
+    """Provenance of the method's settings for selection.json (LESS and TSDS-on-gradients add the warmup's)."""
+    from .output.provenance import less_settings
+
+    if method == "less":
+        return less_settings(selector)
+    settings: dict[str, Any] = {
+        k: v for k, v in vars(selector).items() if isinstance(v, (str, int, float, bool, type(None)))
+    }
+    config = getattr(selector, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        settings["config"] = config.to_dict()
+    return settings
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -195,19 +243,30 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .output.provenance import less_settings, save_selection, selection_metadata
+    from .output.provenance import save_selection, selection_metadata
 
     pool = load_data(args.pool)
     targets = _parse_targets(args.target)
     selection = config_from_args(args, SelectionConfig)
     selector = _make_selector(args.method, args)
-    results = selector.select(pool, targets, fraction=selection.fraction, n=selection.n)
+    results = selector.select(
+        pool, targets, fraction=selection.fraction, n=selection.n, mode=args.mode, seed=args.selection_seed
+    )
+    if args.mode == "combined":
+        results = {"combined": results}
     if not _is_main_process():
         return 0  # under `accelerate launch` every process scores; only the main one writes
     metadata = selection_metadata(
-        pool, targets, results, selector.scores_, args.method, less_settings(selector), args.source_column, args.pool
+        pool,
+        targets,
+        results,
+        {name: selector.scores_[name] for name in results},
+        args.method,
+        _method_settings(args.method, selector),
+        args.source_column,
+        args.pool,
     )
-    out = save_selection(args.output_dir, results, selector.scores_, metadata)
+    out = save_selection(args.output_dir, results, {name: selector.scores_[name] for name in results}, metadata)
     for name, subset in results.items():
         print(f"{name}: selected {len(subset)} of {len(pool)} rows → {out / name}")
     print(f"Provenance in {out / 'selection.json'}; next: `less-hf report {out}` or `less-hf export {out} DIR`.")
@@ -264,8 +323,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- parser
 
 
-def _datastore_args(p: argparse.ArgumentParser) -> None:
-    _add(p, "--warmup-dir", "The warmup's output dir (checkpoint-N folders).", required=True)
+def _datastore_args(p: argparse.ArgumentParser, warmup_required: bool = True) -> None:
+    if warmup_required:
+        _add(p, "--warmup-dir", "The warmup's output dir (checkpoint-N folders).", required=True)
+    else:
+        _add(
+            p,
+            "--warmup-dir",
+            "The warmup's output dir (checkpoint-N folders); needed by less, tsds (and rds without --base-model).",
+            default=None,
+        )
     _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
     _add(p, "--datastore-dir", "Datastore location (None: <warmup-dir>/less_datastore).", default=None)
     _add(p, "--base-model", "Override the base model recorded in the checkpoints (e.g. a local copy).", default=None)
@@ -297,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser._less_subparsers["build"] = p  # type: ignore[attr-defined]
 
     p = _subparser(sub, "select", "Score the pool for each target task and save the top rows with provenance.")
-    _datastore_args(p)
+    _datastore_args(p, warmup_required=False)
     _add(
         p,
         "--target",
@@ -308,7 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
     )
     _add(p, "--output-dir", "Selection folder: one subset per target, selection.json, scores/.", required=True)
-    _add(p, "--method", f"Selection method, one of {SELECTION_METHODS}.", default="less")
+    _add(p, "--method", f"Selection method, one of {SELECTION_METHODS}.", default="less", choices=SELECTION_METHODS)
+    _add(
+        p,
+        "--mode",
+        "'per_task' (one subset per target) or 'combined' (one subset for the union of the targets).",
+        default="per_task",
+        choices=("per_task", "combined"),
+    )
+    _add(p, "--selection-seed", "Seed of the methods that sample (random, dsir, tsds).", default=0, type=int)
     _add(
         p,
         "--source-column",
@@ -316,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
     )
     add_dataclass_args(p, SelectionConfig)
+    add_dataclass_args(p, TSDSConfig, flag_prefix="tsds-")
     p.set_defaults(func=_cmd_select)
     parser._less_subparsers["select"] = p  # type: ignore[attr-defined]
 

@@ -225,3 +225,34 @@ def test_example_config_file_uses_only_known_options():
     data = yaml.safe_load((Path(__file__).parents[1] / "examples" / "select.yaml").read_text())
     known = _dest_of(build_parser()._less_subparsers["select"])
     assert set(data) <= set(known), set(data) - set(known)
+
+
+@pytest.mark.parametrize("method", ["random", "bm25", "dsir", "rds", "tsds"])
+def test_select_every_method_by_name(cli_run, method):
+    """`--method` reaches every selector of the registry through the same command and output layout."""
+    out = cli_run / f"out-{method}"
+    args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
+    args += ["--output-dir", str(out), "--method", method, "--n", "4", "--max-length", "64"]
+    if method in ("rds", "tsds"):
+        args += ["--warmup-dir", str(cli_run / "warm")]
+    if method == "tsds":
+        args += ["--tsds-sampling", "top", "--tsds-k", "16", "--tsds-kde-k", "16", "--dims", "128", "256"]
+    assert main(args) == 0
+    subset = load_from_disk(str(out / "add"))
+    assert len(subset) == 4
+    assert f"{method}_score" in subset.column_names
+    assert (out / "selection.json").exists() and (out / "scores" / "add.npy").exists()
+
+
+def test_select_without_warmup_dir_for_less_is_a_clear_error(cli_run):
+    args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
+    with pytest.raises(SystemExit, match="needs --warmup-dir"):
+        main([*args, "--output-dir", str(cli_run / "out-none"), "--method", "less"])
+
+
+def test_select_combined_mode_writes_one_subset(cli_run):
+    out = cli_run / "out-combined"
+    args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
+    args += ["--target", f"again={cli_run / 'add.jsonl'}", "--output-dir", str(out), "--method", "bm25"]
+    assert main([*args, "--mode", "combined", "--n", "3"]) == 0
+    assert len(load_from_disk(str(out / "combined"))) == 3

@@ -112,10 +112,14 @@ def selection_metadata(
         s = np.asarray(scores[name], dtype=np.float64)
         finite = np.flatnonzero(np.isfinite(s))
         order = finite[np.lexsort((finite, -s[finite]))]
-        target = targets[name]
-        subtasks = sorted(set(target["subtask"])) if "subtask" in target.column_names else []
+        if name in targets:
+            target = targets[name]
+            subtasks = sorted(set(target["subtask"])) if "subtask" in target.column_names else []
+            n_examples = len(target)
+        else:  # mode="combined": one selection for the union of the targets
+            subtasks, n_examples = sorted(targets), sum(len(t) for t in targets.values())
         out["targets"][name] = {
-            "n_examples": len(target),
+            "n_examples": n_examples,
             "subtasks": subtasks,
             "n_selected": len(subset),
             "n_selectable": int(len(finite)),
