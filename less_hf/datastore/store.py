@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .distributed import Shard
+from .manifest import save_npy_atomic, write_json_atomic
 
 DONE_FILE = "done.npy"
 CHECKSUMS_FILE = "checksums.json"
@@ -225,14 +226,7 @@ class FeatureWriter:
             return
         for array in self.arrays.values():
             array.flush()
-        tmp = self._done_file.with_name(f".{self._done_file.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.save(f, self.state)
-            os.replace(tmp, self._done_file)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        save_npy_atomic(self._done_file, self.state)
 
     def finalize(self) -> list[int]:
         """Once every row is done (by every process), record checksums and rename ``.part`` to the final name.
@@ -253,17 +247,12 @@ class FeatureWriter:
                 raise RuntimeError(
                     f"{self.part}: {int((state == PENDING).sum())} rows still missing; cannot finalize."
                 )
-            tmp = self.part / f".{DONE_FILE}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, state)
-            os.replace(tmp, self.part / DONE_FILE)
+            save_npy_atomic(self.part / DONE_FILE, state)
             for done_file in self.part.glob("done.rank*.npy"):
                 done_file.unlink()
             files = {p.name: file_checksum(p) for p in sorted(self.part.glob("*.npy"))}
             record = {"files": files, "nonfinite_rows": np.flatnonzero(state == NONFINITE).tolist()}
-            tmp = self.part / f".{CHECKSUMS_FILE}.tmp"
-            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-            os.replace(tmp, self.part / CHECKSUMS_FILE)
+            write_json_atomic(self.part / CHECKSUMS_FILE, record)
             _fsync_dir(self.part)
             os.replace(self.part, self.directory)
             _fsync_dir(self.directory.parent)
