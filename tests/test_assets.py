@@ -19,8 +19,8 @@ import pytest
 from less_hf.assets import cache as cache_mod
 from less_hf.assets import model as model_mod
 from less_hf.assets._text import answer_letter, normalize_text, parse_lettered_options
-from less_hf.assets.gguf_rebuild import MARKER, build_once
 from less_hf.assets.pool import MIN_ROWS_PER_SOURCE, _allocate
+from less_hf.assets.rebuild import MARKER, build_once
 from less_hf.assets.targets import _split_paren_options
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from .cache import AssetUnavailableError, cache_dir, read_wheel_text, wheel_path
-from .gguf_rebuild import MARKER, build_once, dequantize_gguf
+from .rebuild import MARKER, build_once, dequantize_gguf
 
 logger = logging.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from .cache import AssetUnavailableError, cache_dir, extract_wheel_member, file_sha256
-from .gguf_rebuild import MARKER, build_once, dequantize_gguf
+from .rebuild import MARKER, build_once, dequantize_gguf
 
 logger = logging.get_logger(__name__)
 

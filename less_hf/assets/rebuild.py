@@ -1,4 +1,4 @@
-"""Turn a GGUF file into a plain fp32 Hugging Face folder, built once into the asset cache.
+"""Build a model folder once into the asset cache: atomically, and from a GGUF file where that is the source.
 
 transformers can load a GGUF (with the ``gguf`` package), but the model comes back flagged as quantized: the
 Trainer refuses to train it and ``save_pretrained`` fails. :func:`dequantize_gguf` therefore drops
