@@ -21,28 +21,34 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.quality.evaluate import evaluate as evaluate_choices  # noqa: E402
+
 PRESETS = {
     # pool rows (before planting), rows planted per target, test rows per target, few-shot rows per target, seeds,
-    # train epochs, max tokens, LESS warmup epochs and LoRA rank, projection dim, batch, epochs on the full pool
-    "smoke": dict(pool=60, planted=2, test_rows=5, target_rows=6, seeds=1, epochs=1, max_length=64,
-                  warmup_epochs=1, warmup_r=8, dim=1024, batch=8, full_epochs=1),
-    "cpu": dict(pool=400, planted=10, test_rows=20, target_rows=30, seeds=3, epochs=2, max_length=128,
-                warmup_epochs=2, warmup_r=128, dim=8192, batch=8, full_epochs=1),
-    "full": dict(pool=35760, planted=50, test_rows=1000, target_rows=10_000, seeds=3, epochs=2, max_length=512,
-                 warmup_epochs=4, warmup_r=128, dim=8192, batch=16, full_epochs=1),
+    # seeds of the full-pool fine-tune, train epochs, max tokens, LESS warmup epochs and LoRA rank, projection dim,
+    # fine-tune batch, per-example-gradient batch, epochs on the full pool
+    "smoke": dict(pool=60, planted=2, test_rows=5, target_rows=6, seeds=1, full_seeds=1, epochs=1, max_length=64,
+                  warmup_epochs=1, warmup_r=8, dim=1024, batch=4, grad_batch=8, full_epochs=1),
+    "cpu": dict(pool=300, planted=10, test_rows=20, target_rows=30, seeds=3, full_seeds=1, epochs=1, max_length=128,
+                warmup_epochs=2, warmup_r=128, dim=8192, batch=4, grad_batch=8, full_epochs=1),
+    "full": dict(pool=35760, planted=50, test_rows=1000, target_rows=10_000, seeds=3, full_seeds=3, epochs=2,
+                 max_length=512, warmup_epochs=4, warmup_r=128, dim=8192, batch=16, grad_batch=16, full_epochs=1),
 }  # fmt: skip
 TARGETS = ("mmlu", "bbh", "csqa")
 METHODS = ("base", "full", "random", "less", "tsds", "bm25", "dsir", "rds")
 SAMPLERS = ("random", "dsir", "tsds")  # methods whose selection depends on the seed
 FRACTION = 0.05
 UNITS = {"train_steps": 0, "train_s": 0.0, "eval_rows": 0, "eval_s": 0.0}  # measured unit costs
-LR = 1e-4  # LoRA on 5% of a small pool for 1-2 epochs: the paper's 2e-5 barely moves a 135M model in 10-30 steps
+REFERENCE_EVAL = False  # --reference-eval: one full forward pass per option instead of the shared-prompt cache
+LR = 2e-4  # LoRA on 5% of a small pool for a few steps: the paper's 2e-5 barely moves a 135M model in 4-30 steps
 
 
 def log(msg: str) -> None:
@@ -105,38 +111,13 @@ def finetune(model_path: str, rows, out: Path, seed: int, epochs: int, cfg: dict
     return trainer.model
 
 
-@torch.no_grad()
 def evaluate(model, tokenizer, test, max_length: int) -> dict:
-    """Accuracy by log-likelihood of the options, and mean per-token loss of the gold answer."""
-    from less_hf.tokenization import tokenize_row
-
-    model.eval()
-    device = next(model.parameters()).device
-    correct, gold_losses = 0, []
+    """Accuracy by log-likelihood of the options, and mean per-token loss of the gold answer (timed)."""
     started = time.perf_counter()
-    for row in test:
-        prompt = row["messages"][:-1]
-        encs = [
-            tokenize_row({"messages": prompt + [{"role": "assistant", "content": c}]}, tokenizer, "messages",
-                         max_length=max_length)
-            for c in row["choices"]
-        ]  # fmt: skip
-        width = max(len(e["input_ids"]) for e in encs)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in encs], device=device)
-        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in encs], device=device)
-        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in encs])
-        logits = model(input_ids=ids, attention_mask=mask.to(device)).logits[:, :-1].float()
-        target = labels[:, 1:]
-        logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        logp = logp * (target != -100)
-        total = logp.sum(1)
-        correct += int(total.argmax().item() == row["answer"])
-        g = row["answer"]
-        gold_losses.append(float(-total[g] / (target[g] != -100).sum().clamp(min=1)))
+    result = evaluate_choices(model, tokenizer, test, max_length, reference=REFERENCE_EVAL)
     UNITS["eval_rows"] += len(test)
     UNITS["eval_s"] += time.perf_counter() - started
-    return {"accuracy": correct / len(test), "gold_loss": float(np.mean(gold_losses))}
+    return result
 
 
 def precision_at_k(scores: np.ndarray, pool_sources: list[str], name: str) -> float:
@@ -159,7 +140,7 @@ def make_selectors(cfg: dict, model_path: str, warmup_dir: Path, work: Path):
         TSDSSelector,
     )  # fmt: skip
 
-    grad = GradientConfig(max_length=cfg["max_length"], batch_size=cfg["batch"])
+    grad = GradientConfig(max_length=cfg["max_length"], batch_size=cfg["grad_batch"])
     proj = ProjectionConfig(dims=[cfg["dim"]], seed=0)
     return {
         "random": RandomSelector(),
@@ -182,7 +163,9 @@ def summarize(results: dict, precision: dict, methods: list[str], preset: str, c
             for t in TARGETS:
                 vals = np.asarray([r[metric] for r in results[m][t]]) * (100 if metric == "accuracy" else 1)
                 cells.append(f"{vals.mean():.2f} ± {vals.std():.2f}" if len(vals) else "—")
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            runs = len(results[m][TARGETS[0]])
+            label = m if m == "base" or runs == cfg["seeds"] else f"{m} ({runs} seed{'s' * (runs > 1)})"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Planted relevance: precision@k (k = rows planted per target)", "",
               "| method | " + " | ".join(TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]  # fmt: skip
@@ -222,10 +205,10 @@ def estimate(units: dict, timings: dict, cfg: dict, pool_rows: int) -> dict:
     for name, p in PRESETS.items():
         n = p["pool"] + 3 * p["planted"]
         k = max(1, round(FRACTION * n))
-        steps = 5 * 3 * p["seeds"] * math.ceil(k / p["batch"]) * p["epochs"]  # 5 selections x 3 targets
-        steps += p["seeds"] * math.ceil(n / p["batch"]) * p["full_epochs"]  # full pool
+        steps = 6 * 3 * p["seeds"] * math.ceil(k / p["batch"]) * p["epochs"]  # 6 selections x 3 targets
+        steps += p["full_seeds"] * math.ceil(n / p["batch"]) * p["full_epochs"]  # full pool
         steps += math.ceil(max(8, k) / 2) * p["warmup_epochs"]  # LESS warmup (batch 2)
-        evals = (6 * p["seeds"] + 1) * 3 * p["test_rows"]
+        evals = (6 * p["seeds"] + p["full_seeds"] + 1) * 3 * p["test_rows"]
         scale = (p["max_length"] / cfg["max_length"]) * (p["batch"] / cfg["batch"])
         out[name] = (steps * step * scale + evals * row_eval + n * p["warmup_epochs"] * datastore_row
                      + n * rds_row)  # fmt: skip
@@ -238,7 +221,12 @@ def main() -> None:
     parser.add_argument("--work-dir", default="quality_work")
     parser.add_argument("--results-dir", default=str(Path(__file__).resolve().parents[1] / "results"))
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--reference-eval", action="store_true",
+                        help="score each option with its own full forward pass (slower; the shared-prompt cached "
+                        "path is checked against it in tests/test_quality_eval.py)")  # fmt: skip
     args = parser.parse_args()
+    global REFERENCE_EVAL
+    REFERENCE_EVAL = args.reference_eval
     cfg = dict(PRESETS[args.preset])
     methods = args.methods.split(",")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -301,6 +289,8 @@ def main() -> None:
                     for name in TARGETS:
                         results[m][name].append(evaluate(model, tokenizer, split[name][1], 2 * cfg["max_length"]))
             elif m == "full":
+                if seed >= cfg["full_seeds"]:  # 20x the cost of a 5% fine-tune: fewer seeds in the cpu preset
+                    continue
                 model = finetune(model_path, pool, work / "train", seed, cfg["full_epochs"], cfg)
                 for name in TARGETS:
                     results[m][name].append(evaluate(model, tokenizer, split[name][1], 2 * cfg["max_length"]))
