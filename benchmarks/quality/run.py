@@ -10,6 +10,7 @@ them (k = rows planted; ranking by the method's score).
     python benchmarks/quality/run.py --preset smoke     # minutes: a check that everything runs
     python benchmarks/quality/run.py --preset cpu       # see README for the measured estimate (2 CPU cores)
     accelerate launch benchmarks/quality/run.py --preset full   # GPU: larger pool, more test rows
+    accelerate launch benchmarks/quality/run.py --preset full --model meta-llama/Llama-3.2-1B-Instruct  # and model
 
 Writes ``benchmarks/results/quality_<preset>.{md,json,png}``.
 """
@@ -221,6 +222,9 @@ def main() -> None:
     parser.add_argument("--work-dir", default="quality_work")
     parser.add_argument("--results-dir", default=str(Path(__file__).resolve().parents[1] / "results"))
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--model", default=None,
+                        help="model folder or Hub id to warm up, select with and fine-tune (default: the built-in "
+                        "SmolLM2-135M-Instruct); needs a chat template and q/k/v/o_proj layers")  # fmt: skip
     parser.add_argument("--reference-eval", action="store_true",
                         help="score each option with its own full forward pass (slower; the shared-prompt cached "
                         "path is checked against it in tests/test_quality_eval.py)")  # fmt: skip
@@ -236,8 +240,8 @@ def main() -> None:
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    work = Path(args.work_dir) / args.preset
-    model_path = str(smollm2_path())
+    work = Path(args.work_dir) / run_name(args)
+    model_path = args.model or str(smollm2_path())
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     split = {t: planted_split(t, cfg) for t in TARGETS}
     pool = build_pool(cfg, {t: s[0] for t, s in split.items()})
@@ -312,6 +316,11 @@ def main() -> None:
     log("estimated duration on this machine (s), from these unit costs: " + json.dumps(guess))
 
 
+def run_name(args) -> str:
+    """``<preset>``, or ``<preset>-<model folder name>`` with ``--model`` (its own work dir and result files)."""
+    return args.preset if not args.model else f"{args.preset}-{Path(args.model).name}"
+
+
 def write_outputs(args, cfg, results, precision, methods, timings, n_pool: int, k: int) -> str:
     """Write the table, JSON and plot (called after every method, so a cut-short run keeps what it measured)."""
     if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch every process evaluates; one writes
@@ -321,12 +330,13 @@ def write_outputs(args, cfg, results, precision, methods, timings, n_pool: int, 
     meta = {"timings": timings, "note": f"pool {n_pool} rows, k = {k} (5%), lr {LR}, LoRA r=16 on q,k,v,o; "
             f"{torch.get_num_threads()} CPU threads, cuda={torch.cuda.is_available()}"}  # fmt: skip
     done = [m for m in methods if all(results[m][t] for t in TARGETS)]
-    report = summarize(results, precision, done, args.preset, cfg, meta)
-    (out / f"quality_{args.preset}.md").write_text(report)
-    record = {"preset": args.preset, "config": cfg, "results": results, "precision_at_k": precision, **meta}
-    (out / f"quality_{args.preset}.json").write_text(json.dumps(record, indent=1))
+    report = summarize(results, precision, done, run_name(args), cfg, meta)
+    (out / f"quality_{run_name(args)}.md").write_text(report)
+    record = {"preset": args.preset, "model": args.model or "SmolLM2-135M-Instruct (built-in)", "config": cfg,
+              "results": results, "precision_at_k": precision, **meta}  # fmt: skip
+    (out / f"quality_{run_name(args)}.json").write_text(json.dumps(record, indent=1))
     if done:
-        plot(results, done, out / f"quality_{args.preset}.png")
+        plot(results, done, out / f"quality_{run_name(args)}.png")
     return report
 
 
