@@ -196,12 +196,10 @@ def _make_selector(method: str, args: argparse.Namespace):
     if method == "tsds":
         tsds = config_from_args(args, TSDSConfig)
         if tsds.features == "embeddings":  # no warmup needed: a sentence encoder, the built-in MiniLM by default
-            encoder = getattr(args, "embedding_model", None)
-            if encoder is None:
-                from .assets.embeddings import minilm_path
+            from .selection.tsds import minilm_featurizer
 
-                encoder = minilm_path()
-            return SELECTORS["tsds"](config=tsds, embedding_model=encoder, seed=seed)
+            encoder = minilm_featurizer(getattr(args, "embedding_model", None))
+            return SELECTORS["tsds"](config=tsds, featurizer=encoder, seed=seed)
         return SELECTORS["tsds"](
             _needs_warmup_dir(method, args),
             config=tsds,
