@@ -67,6 +67,25 @@ def config_from_args(args: argparse.Namespace, cls: type):
     return cls(**{k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)})
 
 
+def model_ref(value: str) -> str:
+    """argparse ``type`` of a model option: an existing folder, or a Hub id (``name`` or ``org/name``).
+
+    A value written as a path (absolute, ``./``, ``../``, ``~`` or more than one ``/``) that does not exist is an
+    error here, instead of transformers' "Repo id must use alphanumeric chars" deep in a traceback.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{value} is a file; give the model's folder (with config.json).")
+        return str(path)
+    if value.startswith(("/", "./", "../", "~")) or value.count("/") > 1:
+        raise argparse.ArgumentTypeError(
+            f"{value}: no such folder. Give an existing model folder (with config.json), or a Hub id such as "
+            "'HuggingFaceTB/SmolLM2-135M-Instruct' when online."
+        )
+    return value
+
+
 def _add(parser: argparse.ArgumentParser, flag: str, help: str, required: bool = False, **kwargs: Any) -> None:
     """A plain option; ``required`` ones are checked after the config file is merged (so a file may supply them)."""
     suffix = " (required)" if required else f" (default: {kwargs.get('default')})"
@@ -341,7 +360,13 @@ def _datastore_args(p: argparse.ArgumentParser, warmup_required: bool = True) ->
         )
     _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
     _add(p, "--datastore-dir", "Datastore location (None: <warmup-dir>/less_datastore).", default=None)
-    _add(p, "--base-model", "Override the base model recorded in the checkpoints (e.g. a local copy).", default=None)
+    _add(
+        p,
+        "--base-model",
+        "Override the base model recorded in the checkpoints (e.g. a local copy).",
+        default=None,
+        type=model_ref,
+    )
     add_dataclass_args(p, GradientConfig)
     add_dataclass_args(p, ProjectionConfig)
 
@@ -357,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser._less_subparsers = {}  # type: ignore[attr-defined]
 
     p = _subparser(sub, "warmup", "LoRA warmup on a random slice of the pool, saving LESS checkpoints.")
-    _add(p, "--model", "Base model folder (or a Hub name when online).", required=True)
+    _add(p, "--model", "Base model folder (or a Hub name when online).", required=True, type=model_ref)
     _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
     _add(p, "--output-dir", "Where the checkpoint-N folders go.", required=True)
     add_dataclass_args(p, WarmupConfig)
@@ -401,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedding-model",
         "Sentence-encoder folder for --tsds-features embeddings (None: the built-in all-MiniLM-L6-v2, offline).",
         default=None,
+        type=model_ref,
     )
     add_dataclass_args(p, SelectionConfig)
     add_dataclass_args(p, TSDSConfig, flag_prefix="tsds-")

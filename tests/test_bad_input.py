@@ -154,3 +154,34 @@ def test_optimizer_file_with_pickled_code_is_never_executed(warmup_dir, tiny_mod
     with pytest.raises(ValueError, match="cannot be loaded safely.*never unpickles code"):
         moments_from_hf_checkpoint(checkpoint, model)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["warmup", "--pool", "p.jsonl", "--output-dir", "w", "--model", "/no/such/model"], "--model"),
+        (["select", "--pool", "p.jsonl", "--output-dir", "o", "--base-model", "./missing-model"], "--base-model"),
+        (["select", "--pool", "p.jsonl", "--output-dir", "o", "--embedding-model", "~/no-such-encoder"],
+         "--embedding-model"),
+    ],
+)  # fmt: skip
+def test_missing_model_folder_is_named_on_the_command_line(argv, flag, capsys):
+    from less_hf.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "no such folder" in err and "Hub id" in err
+
+
+def test_model_option_accepts_a_folder_and_a_hub_id_and_refuses_a_file(tiny_model_dir, tmp_path):
+    import argparse
+
+    from less_hf.cli import model_ref
+
+    assert model_ref(tiny_model_dir) == tiny_model_dir
+    assert model_ref("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file; give the model's folder"):
+        model_ref(str(tmp_path / "weights.bin"))
