@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..datastore.manifest import save_npy_atomic, write_atomic
+
 SELECTION_FILE = "selection.json"
 SCORES_DIR = "scores"
 SCHEMA_VERSION = 1
@@ -183,8 +185,9 @@ def save_selection(
     (out / SCORES_DIR).mkdir(parents=True, exist_ok=True)
     for name, subset in selected.items():
         subset.save_to_disk(str(out / name))
-        np.save(out / SCORES_DIR / f"{name}.npy", np.asarray(scores[name], dtype=np.float32))
-    (out / SELECTION_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+        save_npy_atomic(out / SCORES_DIR / f"{name}.npy", np.asarray(scores[name], dtype=np.float32))
+    text = json.dumps(metadata, indent=2, default=str)  # written last: a folder without it is not a selection
+    write_atomic(out / SELECTION_FILE, lambda f: f.write(text), mode="w")
     return out
 
 
