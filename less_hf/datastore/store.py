@@ -91,10 +91,13 @@ def verify_file(path: Path, expected: dict | None) -> None:
     if expected is None:
         return
     check_size(path, expected)
-    got = file_checksum(path)["crc32"]
-    if got != expected["crc32"]:
+    _raise_if_crc_differs(path, file_checksum(path)["crc32"], expected["crc32"])
+
+
+def _raise_if_crc_differs(path: Path, got: str, recorded: str) -> None:
+    if got != recorded:
         raise CorruptFileError(
-            f"{path} is corrupted: its CRC-32 is {got}, {expected['crc32']} was recorded when it was written. "
+            f"{path} is corrupted: its CRC-32 is {got}, {recorded} was recorded when it was written. "
             f"{rebuild_hint(path)}"
         )
 
@@ -351,12 +354,7 @@ class BlockReader:
 
     def _check_crc(self) -> None:
         tail = self._file.read()  # nothing after the last row in a file we wrote
-        crc = f"{zlib.crc32(tail, self._crc):08x}"
-        if crc != self.expected["crc32"]:  # type: ignore[index]
-            raise CorruptFileError(
-                f"{self.path} is corrupted: its CRC-32 is {crc}, {self.expected['crc32']} was recorded when it was "  # type: ignore[index]
-                f"written. {rebuild_hint(self.path)}"
-            )
+        _raise_if_crc_differs(self.path, f"{zlib.crc32(tail, self._crc):08x}", self.expected["crc32"])  # type: ignore[index]
 
     def close(self) -> None:
         self._file.close()
