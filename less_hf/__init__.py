@@ -5,8 +5,7 @@ Public API::
     from less_hf import GradientCaptureCallback, LESSSelector, warmup
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .capture import GradientCaptureCallback, OptimizerMoments, find_checkpoints  # noqa: E402
 from .config import (  # noqa: E402
     GradientConfig,
@@ -17,6 +16,7 @@ from .config import (  # noqa: E402
     WarmupConfig,
 )
 from .datastore import Datastore, build_datastore  # noqa: E402
+from .errors import LessHFError  # noqa: E402
 from .projection import DenseProjector, SparseProjector, build_projector  # noqa: E402
 from .selection import (  # noqa: E402
     SELECTORS,
@@ -41,6 +41,7 @@ __all__ = [
     "GradientCaptureCallback",
     "GradientConfig",
     "LESSSelector",
+    "LessHFError",
     "OptimizerMoments",
     "ProjectionConfig",
     "RDSSelector",

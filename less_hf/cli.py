@@ -10,14 +10,21 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from .config import GradientConfig, ProjectionConfig, SelectionConfig, TSDSConfig, WarmupConfig
 from .data_sources import load_data
+from .errors import ConfigError, InputError, LessHFError
 
 __all__ = ["build_parser", "load_data", "main"]
+
+
+class _UserFacing(Exception):
+    """A library error that is the user's to fix (Hub refusals, no token)."""
+
 
 SELECTION_METHODS = ("less", "tsds", "random", "bm25", "dsir", "rds")
 """Methods `less-hf select --method` knows; each maps to a `Selector` in :func:`_make_selector`."""
@@ -38,26 +45,57 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _field_kind(hint: Any) -> tuple[Any, bool, tuple | None]:
+    """``(scalar type, is_list, choices)`` of a config annotation (``X | None`` unwrapped)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _field_kind(inner[0]) if len(inner) == 1 else (str, False, None)
+    if origin is typing.Literal:
+        return type(args[0]), False, args
+    if origin is list:
+        scalar, _, choices = _field_kind(args[0]) if args else (str, False, None)
+        return scalar, True, choices
+    return hint, False, None
+
+
+def _number(kind: type):
+    """argparse ``type`` for ints/floats that names the expected kind on error."""
+
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def add_dataclass_args(
     parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), flag_prefix: str = ""
 ) -> None:
-    """Expose every field of a config dataclass as ``--<flag_prefix>field-name`` with its help text and default."""
+    """Expose every field of a config dataclass as ``--<flag_prefix>field-name`` with its help text and default;
+    ``Literal`` fields become choices."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})")
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        hint = str(hints[f.name])
+        scalar, is_list, choices = _field_kind(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         kwargs: dict[str, Any] = {"default": default, "help": f"{f.metadata.get('help', '')} (default: {default})"}
-        if "list" in hint:
-            kwargs.update(nargs="+", type=int if "int" in hint else str)
-        elif "bool" in hint:
+        if scalar is bool:
             kwargs["type"] = _parse_bool
-        elif "float" in hint:
-            kwargs["type"] = float
-        elif "int" in hint:
-            kwargs["type"] = int
+        elif scalar in (int, float):
+            kwargs["type"] = _number(scalar)
+        if is_list:
+            kwargs["nargs"] = "+"
+        if choices:
+            kwargs["choices"] = choices
+        kwargs["metavar"] = f.name.upper() if not choices else None
         group.add_argument(f"--{flag_prefix}{f.name.replace('_', '-')}", dest=f"{cls.__name__}.{f.name}", **kwargs)
 
 
@@ -105,57 +143,90 @@ def _subparser(sub, name: str, help: str) -> argparse.ArgumentParser:
     return p
 
 
-def _dest_of(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Map every option's field name (``output_dir``) to its argparse dest."""
-    names = {}
-    for action in parser._actions:
-        for option in action.option_strings:
-            if option.startswith("--"):
-                names[option[2:].replace("-", "_")] = action.dest
-    return names
-
-
 def _read_config_file(path: str) -> dict[str, Any]:
     file = Path(path)
-    if not file.exists():
-        raise SystemExit(f"error: config file {path} does not exist.")
+    if not file.is_file():
+        raise InputError(f"config file {path} does not exist (--config).")
     text = file.read_text()
-    if file.suffix.lower() in (".yaml", ".yml"):
+    suffix = file.suffix.lower()
+    if suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
-            raise SystemExit(
-                "error: YAML config files need pyyaml (pip install pyyaml), or use a .json file."
-            ) from None
-        data = yaml.safe_load(text)
-    elif file.suffix.lower() == ".json":
-        data = json.loads(text)
+            raise InputError("YAML config files need pyyaml (pip install pyyaml), or use a .json file.") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}.") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise ConfigError(f"config file {path} is not valid JSON: {err}.") from None
     else:
-        raise SystemExit(f"error: config file {path} must end in .yaml, .yml or .json.")
+        raise ConfigError(f"config file {path} must end in .yaml, .yml or .json.")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise SystemExit(f"error: config file {path} must hold a mapping of option names to values.")
+        raise ConfigError(f"config file {path} must hold a mapping of option names to values.")
     return data
+
+
+def _config_value(path: str, key: str, value: Any, action: argparse.Action) -> Any:
+    """A config-file value checked and converted like the same flag on the command line."""
+
+    def one(item: Any) -> Any:
+        if isinstance(item, (list, dict)):
+            raise ConfigError(f"{path}: {key} takes a single value, got {item!r}.")
+        if item is None:
+            return None
+        text = str(item).lower() if isinstance(item, bool) else str(item)
+        try:
+            converted = action.type(text) if action.type is not None else text
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+            raise ConfigError(f"{path}: {key}: {err}.") from None
+        if action.choices is not None and converted not in action.choices:
+            raise ConfigError(f"{path}: {key}={item!r}; choose one of {list(action.choices)}.")
+        return converted
+
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} must be true or false, got {value!r}.")
+        return value
+    if action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        if not items and action.nargs == "+":
+            raise ConfigError(f"{path}: {key} needs at least one value.")
+        return [one(item) for item in items]
+    return one(value)
 
 
 def _apply_config_file(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, argv: list[str]):
     """Parse once to find ``--config``; if given, set its values as defaults and parse again (flags win)."""
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        dests = _dest_of(sub)
+        actions = {}
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--"):
+                    actions[option[2:].replace("-", "_")] = action
         defaults = {}
         for key, value in _read_config_file(args.config).items():
-            field = key.replace("-", "_")
-            if field not in dests or field == "config":
-                raise SystemExit(
-                    f"error: {args.config}: unknown option {key!r} for `less-hf {args.command}`; known: "
-                    f"{', '.join(sorted(k for k in dests if k not in ('help', 'config')))}"
+            field = str(key).replace("-", "_")
+            if field not in actions or field in ("config", "help"):
+                raise ConfigError(
+                    f"{args.config}: unknown option {key!r} for `less-hf {args.command}`; known: "
+                    f"{', '.join(sorted(k for k in actions if k not in ('help', 'config')))}"
                 )
-            defaults[dests[field]] = value
+            defaults[actions[field].dest] = _config_value(args.config, str(key), value, actions[field])
         sub.set_defaults(**defaults)
         args = parser.parse_args(argv)
     missing = [flag for flag in args._required if getattr(args, flag[2:].replace("-", "_")) in (None, [])]
     if missing:
-        raise SystemExit(f"error: `less-hf {args.command}` needs {', '.join(missing)} (as a flag or a config key).")
+        raise ConfigError(f"`less-hf {args.command}` needs {', '.join(missing)} (as a flag or a config key).")
     return args
 
 
@@ -179,20 +250,25 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
 
 
 def _parse_targets(specs: list[str]) -> dict[str, Any]:
-    targets = {}
+    """``NAME=PATH`` specs → ``{name: Dataset}``; names are checked (safe, distinct) before any file is read."""
+    from .output.names import check_names
+
+    pairs = []
     for spec in specs:
-        if "=" not in spec:
-            raise SystemExit(f"error: --target takes NAME=PATH, got {spec!r}")
-        name, path = spec.split("=", 1)
-        if not name or "/" in name:
-            raise SystemExit(f"error: target name {name!r} must be non-empty and contain no '/'.")
-        targets[name] = load_data(path)
-    return targets
+        if not isinstance(spec, str) or "=" not in spec:
+            raise ConfigError(f"--target takes NAME=PATH, got {spec!r}.")
+        pairs.append(spec.split("=", 1))
+    names = [name for name, _ in pairs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"--target names must be distinct; {duplicates} given more than once.")
+    check_names(names, "--target name")
+    return {name: load_data(path) for name, path in pairs}
 
 
 def _needs_warmup_dir(method: str, args: argparse.Namespace) -> str:
     if not getattr(args, "warmup_dir", None):
-        raise SystemExit(f"error: --method {method} needs --warmup-dir (the warmup's checkpoints).")
+        raise ConfigError(f"--method {method} needs --warmup-dir (the warmup's checkpoints).")
     return args.warmup_dir
 
 
@@ -201,7 +277,7 @@ def _make_selector(method: str, args: argparse.Namespace):
     from .selection import SELECTORS, LESSSelector
 
     if method not in SELECTORS:
-        raise SystemExit(f"error: --method {method!r} is not available; choose one of {SELECTION_METHODS}.")
+        raise ConfigError(f"--method {method!r} is not available; choose one of {SELECTION_METHODS}.")
     if method == "less":
         return LESSSelector(
             _needs_warmup_dir(method, args),
@@ -270,12 +346,21 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_select(args: argparse.Namespace) -> int:
     from .output.provenance import save_selection, selection_metadata
 
+    for cls in (GradientConfig, ProjectionConfig, SelectionConfig, TSDSConfig):
+        config_from_args(args, cls)  # every value is checked before any work, used by this method or not
+
     pool = load_data(args.pool)
     targets = _parse_targets(args.target)
     selection = config_from_args(args, SelectionConfig)
     selector = _make_selector(args.method, args)
     results = selector.select(
-        pool, targets, fraction=selection.fraction, n=selection.n, mode=args.mode, seed=args.selection_seed
+        pool,
+        targets,
+        fraction=selection.fraction,
+        n=selection.n,
+        mode=args.mode,
+        seed=args.selection_seed,
+        allow_fewer=args.allow_fewer,
     )
     if args.mode == "combined":
         results = {"combined": results}
@@ -321,8 +406,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     try:
         url = push_selection(args.selection_dir, args.repo_id, export_dir, not args.public, args.endpoint)
     except (HubUnreachableError, PermissionError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise _UserFacing(str(e)) from None
     print(f"Pushed to {url}")
     return 0
 
@@ -330,10 +414,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .output.info import describe, format_description
 
-    try:
-        info = describe(args.path)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    info = describe(args.path)
     print(json.dumps(info, indent=2, default=str) if args.json else format_description(info))
     return 0
 
@@ -359,7 +440,13 @@ def _datastore_args(p: argparse.ArgumentParser, warmup_required: bool = True) ->
             default=None,
         )
     _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
-    _add(p, "--datastore-dir", "Datastore location (None: <warmup-dir>/less_datastore).", default=None)
+    _add(
+        p,
+        "--datastore-dir",
+        "Datastore folder (None: <warmup-dir>/less_datastore/<key>, one folder per model, checkpoints, pool and "
+        "settings). A given folder holding features made from other inputs is refused, never reused.",
+        default=None,
+    )
     _add(
         p,
         "--base-model",
@@ -415,6 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("per_task", "combined"),
     )
     _add(p, "--selection-seed", "Seed of the methods that sample (random, dsir, tsds).", default=0, type=int)
+    _add(
+        p,
+        "--allow-fewer",
+        "Select every selectable row when fewer than the budget are (default: an error stating the shortfall).",
+        action="store_true",
+        default=False,
+    )
     _add(
         p,
         "--source-column",
@@ -483,8 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     command = next((a for a in argv if not a.startswith("-")), None)
     sub = parser._less_subparsers.get(command)  # type: ignore[attr-defined]
-    args = _apply_config_file(parser, sub, argv) if sub is not None else parser.parse_args(argv)
-    return args.func(args)
+    try:
+        args = _apply_config_file(parser, sub, argv) if sub is not None else parser.parse_args(argv)
+        return args.func(args)
+    except (LessHFError, _UserFacing) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished parts are kept, so the same command resumes.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

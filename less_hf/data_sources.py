@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import InputError, MissingFileError
+
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -18,8 +20,27 @@ def _one_split(data, spec: str, split: str | None):
             return next(iter(data.values()))
         split = "train"
     if split not in data:
-        raise ValueError(f"{spec!r} has splits {sorted(data)}, not {split!r}: write {spec}:SPLIT to pick one.")
+        raise InputError(f"{spec!r} has splits {sorted(data)}, not {split!r}: write {spec}:SPLIT to pick one.")
     return data[split]
+
+
+def _load(read, spec: str):
+    """Run a `datasets` loader; a malformed file becomes one clear error naming it."""
+    try:
+        return read()
+    except Exception as err:  # noqa: BLE001 - datasets raises many types (DatasetGenerationError, ArrowInvalid...)
+        cause = err.__cause__ or err
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
+        raise InputError(
+            f"{spec!r} could not be read as a dataset ({type(cause).__name__}: {first}). Check that it is valid "
+            "JSON Lines / JSON / Parquet / CSV with one row per record."
+        ) from None
+
+
+def _non_empty(dataset, spec: str):
+    if len(dataset) == 0:
+        raise InputError(f"{spec!r} holds no rows.")
+    return dataset
 
 
 def load_data(spec: str | os.PathLike):
@@ -30,7 +51,8 @@ def load_data(spec: str | os.PathLike):
     online). ``SPEC:SPLIT`` picks a split (e.g. ``tatsu-lab/alpaca:train``).
 
     Raises:
-        SystemExit: with a message naming the problem, when nothing can be loaded from ``spec``.
+        InputError / MissingFileError: naming the problem, when nothing can be loaded from ``spec`` (no such file, an
+            empty or malformed file, an empty dataset).
     """
     from datasets import load_dataset, load_from_disk
 
@@ -41,23 +63,27 @@ def load_data(spec: str | os.PathLike):
     path = Path(name)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            return _one_split(load_from_disk(str(path)), spec, split)
-        return load_dataset(str(path), split=split or "train")
+            return _non_empty(_one_split(_load(lambda: load_from_disk(str(path)), spec), spec, split), spec)
+        return _non_empty(_load(lambda: load_dataset(str(path), split=split or "train"), spec), spec)
     suffix = path.suffix.lower()
     if path.exists():
         if suffix not in FILE_BUILDERS:
-            raise SystemExit(f"error: {spec!r} is a {suffix or 'extensionless'} file; use .json/.jsonl/.parquet/.csv.")
-        return load_dataset(FILE_BUILDERS[suffix], data_files=str(path), split="train")
+            raise InputError(f"{spec!r} is a {suffix or 'extensionless'} file; use .json/.jsonl/.parquet/.csv.")
+        if path.stat().st_size == 0 or not path.read_bytes()[:4096].strip():
+            raise InputError(f"{spec!r} is empty: it holds no rows.")
+        return _non_empty(
+            _load(lambda: load_dataset(FILE_BUILDERS[suffix], data_files=str(path), split="train"), spec), spec
+        )
     if suffix in FILE_BUILDERS or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise SystemExit(
-            f"error: {spec!r} does not exist; pass a .json/.jsonl/.parquet/.csv file, a `save_to_disk` folder or a "
+        raise MissingFileError(
+            f"{spec!r} does not exist; pass a .json/.jsonl/.parquet/.csv file, a `save_to_disk` folder or a "
             "Hub dataset name."
         )
     try:
         return load_dataset(name, split=split or "train")
     except Exception as e:  # noqa: BLE001 - any failure here means "not a Hub dataset we can reach"
-        raise SystemExit(
-            f"error: {spec!r} is not a local file or folder, and loading it as a Hub dataset failed "
+        raise InputError(
+            f"{spec!r} is not a local file or folder, and loading it as a Hub dataset failed "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Pass a .json/.jsonl/.parquet/.csv "
             "file, a `save_to_disk` folder, or a Hub dataset name while online."
         ) from None

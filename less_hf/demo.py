@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import GradientConfig, ProjectionConfig, WarmupConfig, _help
+from .config import GradientConfig, ProjectionConfig, WarmupConfig, _DictMixin, _help
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(_DictMixin):
     """Settings of `less-hf demo`."""
 
     output_dir: str = _help(

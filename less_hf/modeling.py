@@ -10,6 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
+from .errors import InputError, MissingFileError
+
 logger = logging.get_logger(__name__)
 
 _DTYPES = {
@@ -36,7 +38,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; choose 'auto' or one of {sorted(_DTYPES)}.")
+        raise InputError(f"Unknown dtype {dtype!r}; choose 'auto' or one of {sorted(_DTYPES)}.")
     return _DTYPES[dtype]
 
 
@@ -53,7 +55,7 @@ def base_model_of(checkpoint: str | os.PathLike) -> str:
         base = json.loads(config.read_text()).get("base_model_name_or_path")
         if base:
             return base
-    raise ValueError(f"Cannot tell which base model {checkpoint} was trained from: pass base_model=... explicitly.")
+    raise InputError(f"Cannot tell which base model {checkpoint} was trained from: pass base_model=... explicitly.")
 
 
 def load_tokenizer(path: str):
@@ -72,7 +74,7 @@ def load_peft_model(base: str, checkpoint: str | os.PathLike, device: torch.devi
     try:
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
     except (RuntimeError, ValueError, KeyError) as err:
-        raise ValueError(
+        raise InputError(
             f"The LoRA adapter in {checkpoint} does not fit the base model {base} ({type(err).__name__}: "
             f"{str(err).strip().splitlines()[0][:300]}). Was the warmup run on another model? Pass the warmup's "
             "base model (base_model=... / --base-model)."
@@ -90,14 +92,14 @@ def swap_adapter_weights(model, checkpoint: str | os.PathLike) -> None:
     checkpoint = Path(checkpoint)
     path = checkpoint / "adapter_model.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"{checkpoint} has no adapter_model.safetensors (is it a peft LoRA checkpoint?).")
+        raise MissingFileError(f"{checkpoint} has no adapter_model.safetensors (is it a peft LoRA checkpoint?).")
     try:
         result = set_peft_model_state_dict(model, load_file(str(path)))
     except RuntimeError as err:
-        raise ValueError(
+        raise InputError(
             f"{path} does not fit the loaded model ({str(err).strip().splitlines()[0][:300]}): every checkpoint of "
             "a warmup must share one base model and LoRA config."
         ) from err
     if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"{path} has weights this model's adapter does not: {result.unexpected_keys[:3]}")
+        raise InputError(f"{path} has weights this model's adapter does not: {result.unexpected_keys[:3]}")
     model.eval()

@@ -19,6 +19,8 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .errors import InputError
+
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
@@ -40,16 +42,33 @@ def detect_format(column_names: Sequence[str]) -> str:
         return "prompt_completion"
     if "text" in cols:
         return "text"
-    raise ValueError(
+    raise InputError(
         f"Cannot tell the dataset format from its columns {sorted(cols)}. less_hf accepts TRL's formats: a "
         "'messages' column (chat), 'prompt' + 'completion' columns, or a 'text' column. Rename your columns "
         "(e.g. `dataset.rename_column('conversations', 'messages')`)."
     )
 
 
+FORMAT_COLUMNS = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}
+
+
+def feature_columns(dataset, extra: Sequence[str] = ()) -> list[str]:
+    """The columns whose content decides a row's tokens (its format's columns), plus ``id`` and any ``extra`` ones
+    present: what a content key of the rows must cover."""
+    columns = list(FORMAT_COLUMNS[detect_format(dataset.column_names)])
+    return columns + [c for c in ("id", *extra) if c in dataset.column_names and c not in columns]
+
+
+def row_ids(dataset) -> list[str]:
+    """Row ids: the dataset's ``id`` column when it has one, else the row index."""
+    if "id" in dataset.column_names:
+        return [str(i) for i in dataset["id"]]
+    return [str(i) for i in range(len(dataset))]
+
+
 def _render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
+        raise InputError(
             "This row is a chat (list of messages) but the tokenizer has no chat template. Set "
             "`tokenizer.chat_template`, or give the data as plain 'prompt'/'completion' strings or 'text'."
         )
@@ -75,7 +94,7 @@ def _chat_spans(
             before = probe[: max(probe.find(_SENTINEL), 0)]
             before = before if upto.startswith(before) else ""
         if not upto.startswith(before):
-            raise ValueError(
+            raise InputError(
                 "The chat template does not render a conversation as a prefix of its continuation, so the assistant "
                 "turns cannot be located. Give the data as 'prompt'/'completion' instead."
             )
@@ -92,7 +111,7 @@ def render_row(
     if fmt == "messages":
         messages = row["messages"]
         if not isinstance(messages, list) or not messages:
-            raise ValueError(
+            raise InputError(
                 f"'messages' must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}"
             )
         text, spans = _chat_spans(tokenizer, messages)
@@ -101,7 +120,7 @@ def render_row(
         prompt, completion = row["prompt"], row["completion"]
         if isinstance(prompt, list):
             if not isinstance(completion, list):
-                raise ValueError("Conversational 'prompt' (a list of messages) needs a conversational 'completion'.")
+                raise InputError("Conversational 'prompt' (a list of messages) needs a conversational 'completion'.")
             text, spans = _chat_spans(tokenizer, prompt + completion, supervised_from=len(prompt))
             return text, spans, False
         text = prompt + completion
@@ -113,7 +132,7 @@ def render_row(
         if eos and not text.endswith(eos):
             text += eos
         return text, [(0, len(text))], True
-    raise ValueError(f"Unknown format {fmt!r}; expected one of {FORMATS}.")
+    raise InputError(f"Unknown format {fmt!r}; expected one of {FORMATS}.")
 
 
 def tokenize_row(
@@ -130,7 +149,7 @@ def tokenize_row(
     ``truncated`` says whether the row was longer than ``max_length``.
     """
     if truncation not in TRUNCATIONS:
-        raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
+        raise InputError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
     text, spans, add_special = render_row(row, tokenizer, fmt)
     enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
@@ -155,11 +174,20 @@ def _check_fields(row: dict[str, Any], fmt: str) -> None:
     for name in fields:
         value = row.get(name)
         if value is None:
-            raise ValueError(f"column {name!r} is empty (None); every row needs it in the {fmt!r} format.")
+            raise InputError(f"column {name!r} is empty (None); every row needs it in the {fmt!r} format.")
         if not isinstance(value, (str, list)):
-            raise ValueError(
+            raise InputError(
                 f"column {name!r} holds a {type(value).__name__}; expected a string or a list of messages."
             )
+        if isinstance(value, list):
+            for i, message in enumerate(value):
+                if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                    raise InputError(f"{name}[{i}] is not a message with a 'role' string: {str(message)[:80]}")
+                if not isinstance(message.get("content"), str):
+                    raise InputError(
+                        f"{name}[{i}] (role {message['role']!r}) has content {message.get('content')!r}; every "
+                        "message needs a string content (use '' for an empty one)."
+                    )
 
 
 def tokenize_dataset(
@@ -172,11 +200,11 @@ def tokenize_dataset(
     """Tokenize a `datasets.Dataset` in any TRL format; returns a new dataset with only the token columns."""
     fmt = detect_format(dataset.column_names)
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
+        raise InputError(
             "less_hf needs a fast tokenizer (offsets); load it with `AutoTokenizer.from_pretrained(...)`."
         )
     if truncation not in TRUNCATIONS:
-        raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
+        raise InputError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
     has_id = "id" in dataset.column_names
 
     def one(row: dict[str, Any], index: int) -> dict[str, Any]:
@@ -185,7 +213,7 @@ def tokenize_dataset(
             return tokenize_row(row, tokenizer, fmt, max_length=max_length, truncation=truncation)
         except (ValueError, TypeError, KeyError) as err:
             where = f"row {index}" + (f" (id {row['id']!r})" if has_id else "")
-            raise ValueError(f"{desc}: {where}: {err}") from err
+            raise InputError(f"{desc}: {where}: {err}") from err
 
     out = dataset.map(
         one,

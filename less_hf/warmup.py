@@ -12,6 +12,7 @@ from transformers.utils import logging
 
 from .capture import GradientCaptureCallback
 from .config import WarmupConfig
+from .errors import InputError
 from .gradients import collate
 from .modeling import load_tokenizer
 from .tokenization import tokenize_dataset
@@ -23,7 +24,7 @@ def warmup_indices(n_rows: int, config: WarmupConfig) -> np.ndarray:
     """The seeded random slice of the pool to warm up on (the seed is honoured, unlike the reference code)."""
     k = config.num_rows if config.num_rows is not None else max(1, round(config.fraction * n_rows))
     if not 1 <= k <= n_rows:
-        raise ValueError(f"Warmup wants {k} rows but the pool has {n_rows}.")
+        raise InputError(f"Warmup wants {k} rows but the pool has {n_rows}.")
     return np.sort(np.random.default_rng(config.seed).choice(n_rows, size=k, replace=False))
 
 
@@ -75,7 +76,7 @@ def warmup(
     tokenized = tokenize_dataset(subset, tokenizer, config.max_length, desc="Tokenizing warmup rows")
     tokenized = tokenized.filter(lambda r: r["num_supervised"] > 0)
     if len(tokenized) == 0:
-        raise ValueError("No warmup row keeps a supervised token within max_length; raise max_length.")
+        raise InputError("No warmup row keeps a supervised token within max_length; raise max_length.")
     bf16 = (
         config.bf16 if config.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     )

@@ -82,10 +82,22 @@ def test_projection_dim_larger_than_the_gradient(warmup_dir, tmp_path):
     assert not list((tmp_path / "ds").rglob("*.npy"))
 
 
-def test_datastore_from_another_model_is_refused(small_store, warmup_dir, tiny_model_dir, tmp_path):
-    other = tmp_path / "copy_of_model"
-    shutil.copytree(tiny_model_dir, other)
-    with pytest.raises(ValueError, match="built differently .*base_model"):
+def test_datastore_from_another_model_is_refused(small_store, warmup_dir, tiny_model_dir, tokenizer, tmp_path):
+    """The base model is keyed by its files' content: a moved copy is the same model (reused), other weights in the
+    same shape are another model (refused, naming the file that differs)."""
+    copy = tmp_path / "copy_of_model"
+    shutil.copytree(tiny_model_dir, copy)
+    before = Manifest.load(small_store).created
+    assert (
+        build_datastore(warmup_dir, make_pool(4), small_store, GRAD, PROJ, base_model=str(copy)).manifest.created
+        == before
+    )
+    other = tmp_path / "other_model"
+    make_model(len(tokenizer), seed=1).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    with pytest.raises(
+        ValueError, match=r"other inputs .*base_model\.files\.model\.safetensors: \w+ → \w+.*--base-model"
+    ):
         build_datastore(warmup_dir, make_pool(4), small_store, GRAD, PROJ, base_model=str(other))
     assert Manifest.load(small_store).status == "complete"
 

@@ -11,13 +11,15 @@ import pytest
 import torch
 from datasets import Dataset
 
-import less_hf.datastore.build as build_module
 from less_hf import Datastore, GradientConfig, ProjectionConfig, build_datastore, find_checkpoints
 from less_hf.capture import OptimizerMoments, checkpoint_weights
 from less_hf.capture.optimizer_state import CAPTURE_DIR
-from less_hf.datastore import GradientFeaturizer, Manifest, build_target_features, load_target_features
-from less_hf.datastore.build import make_projectors
+from less_hf.datastore import Manifest, build_target_features, load_target_features
+from less_hf.datastore.keys import dataset_digest
 from less_hf.datastore.store import FeatureWriter
+from less_hf.errors import DatastoreMismatchError
+from less_hf.gradients.featurizer import GradientFeaturizer
+from less_hf.projection import from_config as make_projectors
 from less_hf.tokenization import tokenize_dataset
 
 from reference.adam import adam_update
@@ -66,7 +68,11 @@ def test_manifest(datastore, warmup_dir, pool_with_bad, tiny_model_dir):
     assert manifest.dims == DIMS
     assert manifest.projectors == [{"kind": "sparse", "dim": d, "seed": 3, "sparsity": 4} for d in DIMS]
     assert manifest.n_rows == len(pool_with_bad) == 49
-    assert manifest.dataset_fingerprint == pool_with_bad._fingerprint
+    assert (
+        manifest.dataset_fingerprint
+        == manifest.key["pool"]["content"]
+        == dataset_digest(pool_with_bad, ["messages", "id"])
+    )
     assert manifest.transform == "adam"
     assert manifest.storage_dtype == "float16"
     assert manifest.max_length == 64 and manifest.truncation == "keep_completion"
@@ -111,17 +117,23 @@ def test_rebuild_reuses_without_recomputing(datastore, warmup_dir, pool_with_bad
     def refuse(*args, **kwargs):
         raise AssertionError("a complete datastore must be reused, not recomputed")
 
-    monkeypatch.setattr(build_module, "GradientFeaturizer", refuse)
+    monkeypatch.setattr(GradientFeaturizer, "load", refuse)  # loading the model is the first step of any computing
+    monkeypatch.setattr(GradientFeaturizer, "features", refuse)
     again = build_datastore(warmup_dir, pool_with_bad, datastore.directory, GRAD, PROJ)
     assert again.manifest.status == "complete"
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
-@pytest.mark.parametrize("change", ["pool", "rows", "dims", "seed", "transform", "max_length", "kind", "dtype"])
+CHANGES = ["pool", "rows", "dims", "seed", "transform", "max_length", "kind", "dtype", "batch_size", "model_dtype"]
+
+
+@pytest.mark.parametrize("change", CHANGES)
 def test_different_pool_or_config_is_refused(datastore, warmup_dir, pool_with_bad, change):
     pool, grad, proj = pool_with_bad, GRAD, PROJ
     if change == "pool":
-        pool = pool_with_bad.map(lambda r: {"source": r["source"].upper()})
+        pool = pool_with_bad.map(
+            lambda r: {"messages": [{**m, "content": m["content"].upper()} for m in r["messages"]]}
+        )
     elif change == "rows":
         pool = pool_with_bad.select(range(40))
     elif change == "dims":
@@ -136,7 +148,11 @@ def test_different_pool_or_config_is_refused(datastore, warmup_dir, pool_with_ba
         grad = GradientConfig(max_length=64, batch_size=8, optimizer_transform="adam_reference")
     elif change == "max_length":
         grad = GradientConfig(max_length=32, batch_size=8)
-    with pytest.raises(ValueError, match="built differently"):
+    elif change == "batch_size":
+        grad = GradientConfig(max_length=64, batch_size=4)
+    elif change == "model_dtype":
+        grad = GradientConfig(max_length=64, batch_size=8, dtype="bf16")
+    with pytest.raises(DatastoreMismatchError, match=r"other inputs.* → .*--datastore-dir.*datastore_dir="):
         build_datastore(warmup_dir, pool, datastore.directory, grad, proj)
     assert Manifest.load(datastore.directory).status == "complete"
 

@@ -9,6 +9,7 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from less_hf import GradientConfig, LESSSelector, ProjectionConfig, SelectionConfig
+from less_hf.errors import BudgetError
 from less_hf.output import subset_with_scores, top_indices
 from less_hf.selection.base import budget
 
@@ -175,7 +176,9 @@ def test_rows_without_supervised_token_are_never_selected(warmup_dir, pool, targ
     with_bad = Dataset.from_list(bad[:1] + rows + bad[1:])
     selector = LESSSelector(warmup_dir, datastore_dir=tmp_path / "ds", gradient_config=GRAD, projection_config=PROJ)
     with caplog.at_level(logging.WARNING, logger="less_hf"):
-        selected = selector.select(with_bad, targets["add"], n=len(with_bad))
+        with pytest.raises(BudgetError, match=r"asks for 50 rows but only 48 of 50 .* 2 short.*allow_fewer"):
+            selector.select(with_bad, targets["add"], n=len(with_bad))
+    selected = selector.select(with_bad, targets["add"], n=len(with_bad), allow_fewer=True)
     reports = [r.getMessage() for r in caplog.records if "no supervised token" in r.getMessage()]
     assert len(reports) == 1 and "bad-1" in reports[0] and reports[0].startswith("2 pool rows")
     assert len(selected) == len(pool)

@@ -19,6 +19,7 @@ import datasets
 import numpy as np
 from transformers.utils import logging
 
+from ..errors import InputError
 from ._text import normalize_text, stable_hash
 from .pool_sources import POOL_SOURCES, read_source
 from .targets import target_question_texts
@@ -123,7 +124,7 @@ def load_pool(max_rows: int | None = None, seed: int = 0) -> datasets.Dataset:
     records = _pool_records()
     if max_rows is not None:
         if max_rows < 0:
-            raise ValueError(f"max_rows must be >= 0, got {max_rows}")
+            raise InputError(f"max_rows must be >= 0, got {max_rows}")
         by_source: dict[str, list[int]] = {}
         for i, record in enumerate(records):
             by_source.setdefault(record["source"], []).append(i)

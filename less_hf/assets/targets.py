@@ -31,6 +31,7 @@ from typing import Any
 import datasets
 from transformers.utils import logging
 
+from ..errors import InputError
 from ._text import LM_EVAL, answer_letter, letters, normalize_text, parse_lettered_options, read_jsonl
 from .cache import list_wheel_members, read_wheel_text
 
@@ -270,9 +271,9 @@ def load_target(name: str, split: str = "validation", per_subtask: int | None = 
     """
     name, split = name.lower(), split.lower()
     if name not in TARGET_TASKS:
-        raise ValueError(f"Unknown target task {name!r}; expected one of {TARGET_TASKS}")
+        raise InputError(f"Unknown target task {name!r}; expected one of {TARGET_TASKS}")
     if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
+        raise InputError(f"Unknown split {split!r}; expected one of {SPLITS}")
     columns = ["id", "task", "subtask", "messages"] + (["choices", "answer"] if split == "test" else [])
     records = _target_records(name, split)
     if per_subtask is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
+from ..errors import InputError
 from .optimizer_state import CAPTURE_DIR, OptimizerMoments, canonical_name, check_adam, moments_from_optimizer
 
 logger = logging.get_logger(__name__)
@@ -90,16 +91,16 @@ class GradientCaptureCallback(TrainerCallback):
     ) -> None:
         optimizer = kwargs.get("optimizer")
         if optimizer is None:
-            raise ValueError("GradientCaptureCallback needs the Trainer's optimizer; none was passed to the callback.")
+            raise InputError("GradientCaptureCallback needs the Trainer's optimizer; none was passed to the callback.")
         check_adam(optimizer)
         if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
-            raise ValueError(
+            raise InputError(
                 "GradientCaptureCallback reads full Adam moments on the main process; DeepSpeed/FSDP shard them. Run "
                 "the warmup with plain DDP (`accelerate launch` without deepspeed/fsdp) — LoRA moments are small."
             )
         model = kwargs.get("model")
         if model is not None and not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("The model has no trainable parameters; wrap it with peft LoRA before training.")
+            raise InputError("The model has no trainable parameters; wrap it with peft LoRA before training.")
         self._lrs, self._steps = [], []
 
     def on_optimizer_step(

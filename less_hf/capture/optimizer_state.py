@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import InputError, MissingFileError, OptimizerStateError
+
 MOMENTS_FILE = "moments.safetensors"
 STATE_FILE = "state.json"
 CAPTURE_DIR = "less_hf"
@@ -40,12 +42,12 @@ def check_adam(optimizer: Any) -> torch.optim.Optimizer:
     """Raise a clear error unless the optimizer is torch's Adam or AdamW (any implementation: for-each, fused)."""
     opt = unwrap_optimizer(optimizer)
     if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
-        raise ValueError(
+        raise InputError(
             f"LESS rebuilds the Adam update from the optimizer's moments, but this run uses {type(opt).__name__}. "
             "Train the warmup with `optim='adamw_torch'` (or 'adamw_torch_fused', the default) in TrainingArguments."
         )
     if any(group.get("amsgrad", False) for group in opt.param_groups):
-        raise ValueError("AMSGrad Adam is not supported by less_hf: set amsgrad=False for the warmup.")
+        raise InputError("AMSGrad Adam is not supported by less_hf: set amsgrad=False for the warmup.")
     return opt
 
 
@@ -82,12 +84,22 @@ class OptimizerMoments:
     def load(cls, directory: str | os.PathLike) -> OptimizerMoments:
         """Read what :meth:`save` wrote."""
         directory = Path(directory)
-        state = json.loads((directory / STATE_FILE).read_text())
-        tensors = load_file(str(directory / MOMENTS_FILE))
+        try:
+            state = json.loads((directory / STATE_FILE).read_text())
+            tensors = load_file(str(directory / MOMENTS_FILE))
+            int(state["step"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise OptimizerStateError(
+                f"The less_hf capture in {directory} is unreadable ({type(err).__name__}: {str(err)[:200]}). Delete "
+                f"the checkpoint folder {directory.parent} (or its {directory.name}/ folder, to fall back on the "
+                "Trainer's optimizer.pt), or re-run the warmup."
+            ) from None
         exp_avg = {k.rsplit("::", 1)[0]: v for k, v in tensors.items() if k.endswith("::exp_avg")}
         exp_avg_sq = {k.rsplit("::", 1)[0]: v for k, v in tensors.items() if k.endswith("::exp_avg_sq")}
         known = {"step", "betas", "eps"}
-        return cls(
+        if state.get("amsgrad"):
+            raise OptimizerStateError(f"{directory} was captured from AMSGrad Adam; less_hf needs amsgrad=False.")
+        moments = cls(
             exp_avg,
             exp_avg_sq,
             int(state["step"]),
@@ -95,13 +107,39 @@ class OptimizerMoments:
             float(state["eps"]),
             {k: v for k, v in state.items() if k not in known},
         )
+        moments.check_values(str(directory))
+        return moments
+
+    def check_values(self, where: str) -> None:
+        """Refuse state that cannot be Adam's: a step < 1, a NaN/inf moment, a negative second moment, or an
+        ``exp_avg`` without its ``exp_avg_sq``."""
+        if self.step < 1:
+            raise OptimizerStateError(
+                f"{where}: the optimizer took no step (step={self.step}), so its moments are Adam's initial zeros and "
+                "carry no update direction. Save checkpoints after training steps (save_strategy='epoch')."
+            )
+        if set(self.exp_avg) != set(self.exp_avg_sq):
+            odd = sorted(set(self.exp_avg) ^ set(self.exp_avg_sq))[:3]
+            raise OptimizerStateError(f"{where}: exp_avg and exp_avg_sq cover different parameters (e.g. {odd}).")
+        for name in sorted(self.exp_avg):
+            m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            if not bool(torch.isfinite(m).all()) or not bool(torch.isfinite(v).all()):
+                raise OptimizerStateError(
+                    f"{where}: the Adam moments of {name} hold NaN/inf: the warmup diverged at or before this "
+                    "checkpoint. Re-run the warmup (lower learning rate, bf16 → fp32), or delete this checkpoint."
+                )
+            if bool((v < 0).any()):
+                raise OptimizerStateError(
+                    f"{where}: exp_avg_sq of {name} has negative values ({float(v.min()):.3g}); a second moment is a "
+                    "mean of squares and cannot be negative, so this file is corrupted or not Adam state."
+                )
 
     def check_matches(self, shapes: dict[str, torch.Size]) -> None:
         """Check that every trainable parameter has moments of its shape (and nothing else is left over)."""
         missing = sorted(set(shapes) - set(self.exp_avg))
         extra = sorted(set(self.exp_avg) - set(shapes))
         if missing or extra:
-            raise ValueError(
+            raise InputError(
                 f"The optimizer state does not match the model's trainable parameters: missing {missing[:3]} "
                 f"({len(missing)} in all), unexpected {extra[:3]} ({len(extra)} in all). Was this checkpoint made "
                 "with the same LoRA config (rank, target modules)?"
@@ -109,7 +147,7 @@ class OptimizerMoments:
         for name, shape in shapes.items():
             for kind, table in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
                 if tuple(table[name].shape) != tuple(shape):
-                    raise ValueError(
+                    raise InputError(
                         f"{kind} for {name} has shape {tuple(table[name].shape)} but the parameter has {tuple(shape)}."
                     )
 
@@ -134,7 +172,7 @@ def moments_from_optimizer(optimizer: Any, model: torch.nn.Module, adapter_name:
     for group in opt.param_groups:
         for p in group["params"]:
             if id(p) not in names:
-                raise ValueError("The optimizer holds a parameter the model does not have; pass the trained model.")
+                raise InputError("The optimizer holds a parameter the model does not have; pass the trained model.")
             state = opt.state.get(p)
             if not state:  # no step taken yet for this parameter: Adam's initial zeros
                 exp_avg[names[id(p)]] = torch.zeros_like(p, dtype=torch.float32)
@@ -162,44 +200,26 @@ def moments_from_hf_checkpoint(
     checkpoint_dir = Path(checkpoint_dir)
     path = next((checkpoint_dir / f for f in ("optimizer.pt", "optimizer.bin") if (checkpoint_dir / f).exists()), None)
     if path is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{checkpoint_dir} has neither a less_hf capture nor optimizer.pt/optimizer.bin. Train with "
             "GradientCaptureCallback, or keep `save_only_model=False` so the Trainer saves the optimizer."
         )
-    try:  # weights_only: tensors and plain containers only; nothing from the file is unpickled as code
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError (or RuntimeError for a torn file)
-        raise ValueError(
-            f"{path} cannot be loaded safely ({type(err).__name__}: {str(err).splitlines()[0][:200]}). less_hf only "
-            "reads optimizer files holding tensors (weights_only=True) and never unpickles code. Re-save it from a "
-            "trusted run, or train with GradientCaptureCallback (safetensors)."
-        ) from err
-    if not isinstance(saved, dict) or "state" not in saved or "param_groups" not in saved:
-        raise ValueError(f"{path} is not an optimizer state_dict (no 'state'/'param_groups').")
+    saved = load_optimizer_file(path)
     decay = set(Trainer.get_decay_parameter_names(None, model))  # does not use self
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     ordered = [(n, p) for n, p in trainable if n in decay] + [(n, p) for n, p in trainable if n not in decay]
     indices = [i for group in saved["param_groups"] for i in group["params"]]
     if len(indices) != len(ordered):
-        raise ValueError(
+        raise InputError(
             f"{path} holds state for {len(indices)} parameters but the model has {len(ordered)} trainable ones: it "
             "was saved from a different model or LoRA config."
         )
     exp_avg, exp_avg_sq, steps = {}, {}, []
     for index, (name, param) in zip(indices, ordered):
-        state = saved["state"].get(index)
+        state = saved["state"][index]
         key = canonical_name(name, adapter_name)
-        if state is not None and not {"exp_avg", "exp_avg_sq"} <= set(state):
-            raise ValueError(
-                f"{path} holds {sorted(state)} for each parameter, not Adam's exp_avg/exp_avg_sq: the warmup used "
-                "another optimizer. LESS needs Adam moments: train the warmup with optim='adamw_torch'."
-            )
-        if state is None:
-            exp_avg[key] = torch.zeros_like(param, dtype=torch.float32, device="cpu")
-            exp_avg_sq[key] = torch.zeros_like(param, dtype=torch.float32, device="cpu")
-            continue
         if tuple(state["exp_avg"].shape) != tuple(param.shape):
-            raise ValueError(
+            raise InputError(
                 f"{path}: state #{index} has shape {tuple(state['exp_avg'].shape)} but parameter {name} has "
                 f"{tuple(param.shape)}. The file's parameter order does not match this model (FSDP/DeepSpeed "
                 "checkpoints are saved differently): re-run the warmup with GradientCaptureCallback."
@@ -207,4 +227,52 @@ def moments_from_hf_checkpoint(
         exp_avg[key], exp_avg_sq[key] = state["exp_avg"], state["exp_avg_sq"]
         steps.append(_step_of(state))
     betas, eps = _group_hparams(saved)
-    return OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)
+    moments = OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)
+    moments.check_values(str(path))
+    return moments
+
+
+def load_optimizer_file(path: Path) -> dict[str, Any]:
+    """``torch.load`` an optimizer file safely (tensors and plain containers only) and check it is Adam state."""
+    try:  # weights_only: tensors and plain containers only; nothing from the file is unpickled as code
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError (or RuntimeError/EOFError for a torn file)
+        raise OptimizerStateError(
+            f"{path} cannot be loaded safely ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}). "
+            "less_hf only reads optimizer files holding tensors (weights_only=True) and never unpickles code. "
+            "Re-save it from a trusted run, or train with GradientCaptureCallback (safetensors)."
+        ) from None
+    check_adam_state_dict(saved, path)
+    return saved
+
+
+def check_adam_state_dict(saved: Any, path: Path) -> None:
+    """Refuse an optimizer state_dict that is not plain Adam/AdamW state for every parameter it lists."""
+    if not isinstance(saved, dict) or "state" not in saved or "param_groups" not in saved:
+        raise OptimizerStateError(f"{path} is not an optimizer state_dict (no 'state'/'param_groups').")
+    groups = saved["param_groups"]
+    if not groups or any("betas" not in g for g in groups):
+        raise OptimizerStateError(
+            f"{path} was saved by an optimizer without Adam's betas (SGD, Adafactor...). LESS rebuilds the Adam "
+            "update from its moments: train the warmup with optim='adamw_torch'."
+        )
+    if any(g.get("amsgrad") for g in groups):
+        raise OptimizerStateError(f"{path} is AMSGrad Adam state; less_hf needs amsgrad=False for the warmup.")
+    indices = [i for g in groups for i in g.get("params", [])]
+    missing = [i for i in indices if i not in saved["state"]]
+    if missing:
+        raise OptimizerStateError(
+            f"{path} has no optimizer state for {len(missing)} of its {len(indices)} parameters (e.g. #{missing[0]}): "
+            "those were never updated, or the optimizer is not Adam. Save checkpoints after training steps, with "
+            "optim='adamw_torch'."
+        )
+    for index in indices:
+        state = saved["state"][index]
+        keys = set(state) if isinstance(state, dict) else set()
+        if "max_exp_avg_sq" in keys:
+            raise OptimizerStateError(f"{path} is AMSGrad Adam state; less_hf needs amsgrad=False for the warmup.")
+        if not {"exp_avg", "exp_avg_sq", "step"} <= keys:
+            raise OptimizerStateError(
+                f"{path} holds {sorted(keys)} for parameter #{index}, not Adam's exp_avg/exp_avg_sq/step: the warmup "
+                "used another optimizer. LESS needs Adam moments: train the warmup with optim='adamw_torch'."
+            )

@@ -1,18 +1,22 @@
-"""Datastore: projected per-example features on disk, with a manifest, built once and reused for any target."""
+"""Datastore: projected per-example features on disk, keyed by content, built once and reused for any target.
 
-from .build import Datastore, GradientFeaturizer, build_datastore
+It stores; it does not compute: features come from :class:`less_hf.gradients.GradientFeaturizer`.
+"""
+
+from .build import Datastore, build_datastore
 from .manifest import Manifest
 from .store import FeatureWriter, open_features
 from .targets import TargetFeatures, build_target_features, load_target_features
+from .write import write_features
 
 __all__ = [
     "Datastore",
     "FeatureWriter",
-    "GradientFeaturizer",
     "Manifest",
     "TargetFeatures",
     "build_datastore",
     "build_target_features",
     "load_target_features",
     "open_features",
+    "write_features",
 ]

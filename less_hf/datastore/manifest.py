@@ -5,44 +5,25 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-SCHEMA_VERSION = 1
+from ..errors import CorruptFileError, MissingFileError
+from .atomic import save_npy_atomic, write_atomic, write_json_atomic
+
+__all__ = [
+    "MANIFEST_FILE",
+    "SCHEMA_VERSION",
+    "CheckpointEntry",
+    "Manifest",
+    "save_npy_atomic",
+    "write_atomic",
+    "write_json_atomic",
+]
+
+SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
-
-
-def write_atomic(path: Path, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
-    """Write ``path`` through a temp file, fsync and a rename, so readers never see half a file.
-
-    ``write`` receives the open temp file. A failed write (a full disk, an exception, Ctrl-C) leaves the previous
-    file as it was and no temp file behind.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON with :func:`write_atomic`."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=str)
-    write_atomic(path, lambda f: f.write(text), mode="w")
-
-
-def save_npy_atomic(path: Path, array) -> None:
-    """``np.save`` with :func:`write_atomic`."""
-    import numpy as np
-
-    write_atomic(path, lambda f: np.save(f, array))
 
 
 @dataclass
@@ -58,9 +39,13 @@ class CheckpointEntry:
 class Manifest:
     """Provenance of a gradient datastore (``manifest.json``).
 
-    ``files`` maps each file's path (relative to the datastore) to its ``bytes`` and ``crc32``, recorded when the build
-    completes; ``invalid_rows`` counts (and lists the first ids of) rows never selected, by reason
-    (``no_supervised_token``, ``nonfinite_features``).
+    ``key`` is the content key the datastore was built under (:mod:`less_hf.datastore.keys`): everything that
+    changes a feature's numbers. ``files`` maps each file's path (relative to the datastore) to its ``bytes`` and
+    ``crc32``, recorded when the build completes; ``invalid_rows`` counts (and lists the first ids of) rows never
+    selected, by reason (``no_supervised_token``, ``nonfinite_features``).
+
+    The manifest is a summary, not the only record: every finished feature folder carries its own key and checksums,
+    so a lost or damaged manifest is rebuilt from them and never makes features look valid for other inputs.
     """
 
     base_model: str
@@ -73,6 +58,7 @@ class Manifest:
     n_rows: int
     dataset_fingerprint: str
     num_params: int = 0
+    key: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     invalid_rows: dict[str, Any] = field(default_factory=dict)
     status: str = "building"
@@ -91,26 +77,23 @@ class Manifest:
     def load(cls, directory: str | os.PathLike) -> Manifest:
         path = Path(directory) / MANIFEST_FILE
         if not path.exists():
-            raise FileNotFoundError(f"{directory} is not a less_hf datastore (no {MANIFEST_FILE}).")
-        data = json.loads(path.read_text())
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"{path} has schema_version {data.get('schema_version')}, this less_hf reads {SCHEMA_VERSION}: "
-                "rebuild the datastore."
+            raise MissingFileError(f"{directory} is not a less_hf datastore (no {MANIFEST_FILE}).")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise CorruptFileError(
+                f"{path} is damaged ({type(err).__name__}: {str(err)[:120]}). Delete it and run the build again: "
+                "finished feature folders carry their own keys and are reused only when they match."
+            ) from None
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            raise CorruptFileError(
+                f"{path} has schema_version {version}, this less_hf reads {SCHEMA_VERSION}: delete {directory} and "
+                "build it again (older datastores carry no content keys, so they cannot be checked)."
             )
-        data["checkpoints"] = [CheckpointEntry(**c) for c in data["checkpoints"]]
-        return cls(**data)
-
-    def build_key(self) -> dict[str, Any]:
-        """The fields that must match for an existing datastore to be reused or resumed."""
-        return {
-            "base_model": self.base_model,
-            "checkpoints": [(c.name, c.step) for c in self.checkpoints],
-            "transform": self.transform,
-            "projectors": self.projectors,
-            "storage_dtype": self.storage_dtype,
-            "max_length": self.max_length,
-            "truncation": self.truncation,
-            "n_rows": self.n_rows,
-            "dataset_fingerprint": self.dataset_fingerprint,
-        }
+        try:
+            data["checkpoints"] = [CheckpointEntry(**c) for c in data["checkpoints"]]
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, KeyError) as err:
+            raise CorruptFileError(f"{path} is missing fields ({err}): delete it and run the build again.") from None

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..capture.checkpoints import CheckpointInfo
-from ..capture.optimizer_state import CAPTURE_DIR
+from ..errors import CorruptFileError, LessHFError
 from .manifest import Manifest
-from .store import BlockReader, check_size, existing_feature_file, open_features, verify_file
+from .store import BlockReader, check_size, existing_feature_file, open_features, rebuild_hint, verify_file
+
+
+class IncompleteDatastoreError(LessHFError, RuntimeError):
+    """The datastore's build has not finished."""
+
 
 VALID_FILE = "valid.npy"
 ROW_IDS_FILE = "row_ids.json"
@@ -39,7 +43,7 @@ class Datastore:
         directory = Path(directory)
         manifest = Manifest.load(directory)
         if manifest.status != "complete":
-            raise RuntimeError(
+            raise IncompleteDatastoreError(
                 f"Datastore {directory} is incomplete (status {manifest.status!r}); run the build again to resume it."
             )
         store = cls(directory, manifest)
@@ -71,11 +75,22 @@ class Datastore:
     @property
     def valid(self) -> np.ndarray:
         """Rows with at least one supervised token and finite features (others are never selected)."""
-        return np.load(self._checked(VALID_FILE))
+        path = self._checked(VALID_FILE)
+        try:
+            valid = np.load(path)
+        except (ValueError, OSError, EOFError) as err:
+            raise CorruptFileError(f"{path} is unreadable ({err}). {rebuild_hint(path)}") from None
+        if valid.shape != (self.manifest.n_rows,) or valid.dtype != np.bool_:
+            raise CorruptFileError(f"{path} is not a ({self.manifest.n_rows},) bool mask. {rebuild_hint(path)}")
+        return valid
 
     @property
     def row_ids(self) -> list[str]:
-        return json.loads(self._checked(ROW_IDS_FILE).read_text())
+        path = self._checked(ROW_IDS_FILE)
+        try:
+            return list(json.loads(path.read_text()))
+        except (ValueError, OSError, TypeError) as err:
+            raise CorruptFileError(f"{path} is unreadable ({err}). {rebuild_hint(path)}") from None
 
     @property
     def weights(self) -> np.ndarray:
@@ -93,9 +108,3 @@ class Datastore:
         file is read through from first row to last)."""
         path = existing_feature_file(self.directory / "pool" / checkpoint, dim)
         return BlockReader(path, self.manifest.files.get(str(path.relative_to(self.directory))))
-
-    def checkpoint_infos(self) -> list[CheckpointInfo]:
-        return [
-            CheckpointInfo(Path(c.path), c.step, c.mean_lr, (Path(c.path) / CAPTURE_DIR).exists())
-            for c in self.manifest.checkpoints
-        ]

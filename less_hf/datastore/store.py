@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CorruptFileError, InputError, MissingFileError, NonFiniteFeaturesError
+from .atomic import fsync_dir, remove_tree, save_npy_atomic, write_json_atomic
 from .distributed import Shard
-from .manifest import save_npy_atomic, write_json_atomic
 
 DONE_FILE = "done.npy"
 CHECKSUMS_FILE = "checksums.json"
+KEY_FILE = "key.json"
 _CHUNK = 16 << 20
 
 # done-mask states: a row is pending, done, or done but its features were not finite (stored as zeros, never selected)
@@ -36,7 +38,7 @@ STORAGE_DTYPES = ("float16", "float32", "int8")
 
 def check_storage_dtype(dtype: str) -> str:
     if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"storage_dtype={dtype!r}; choose one of {STORAGE_DTYPES}.")
+        raise InputError(f"storage_dtype={dtype!r}; choose one of {STORAGE_DTYPES}.")
     return dtype
 
 
@@ -46,10 +48,6 @@ def quantize_rows(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float32)
     absmax = np.abs(values).max(axis=1, keepdims=True)
     return np.rint(values * (127.0 / np.where(absmax > 0, absmax, 1.0))).astype(np.int8)
-
-
-class CorruptFileError(ValueError):
-    """A datastore file does not match the size or checksum recorded when it was written."""
 
 
 def file_checksum(path: Path) -> dict[str, int | str]:
@@ -108,8 +106,8 @@ def recorded_checksums(directory: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())["files"]
-    except (ValueError, KeyError) as err:
+        return dict(json.loads(path.read_text())["files"])
+    except (ValueError, KeyError, TypeError) as err:
         raise CorruptFileError(f"{path} is unreadable ({err}). {rebuild_hint(path)}") from err
 
 
@@ -152,18 +150,29 @@ class FeatureWriter:
     """
 
     def __init__(
-        self, directory: Path, n_rows: int, dims: list[int], dtype: str = "float16", shard: Shard | None = None
+        self,
+        directory: Path,
+        n_rows: int,
+        dims: list[int],
+        dtype: str = "float16",
+        shard: Shard | None = None,
+        key: dict | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.part = self.directory.with_name(self.directory.name + ".part")
         self.shard = shard or Shard()
         self.complete = self.directory.is_dir()
-        self.n_rows, self.dims = n_rows, dims
+        self.n_rows, self.dims, self.key = n_rows, dims, key
         check_storage_dtype(dtype)
         if self.complete:
+            self.state = np.full(n_rows, DONE, dtype=np.uint8)
             return
         if self.shard.is_main:
+            if self.part.is_dir() and read_key(self.part) != key:
+                remove_tree(self.part)  # partial rows computed from other inputs can never be completed: start over
             self.part.mkdir(parents=True, exist_ok=True)
+            if key is not None and not (self.part / KEY_FILE).exists():
+                write_json_atomic(self.part / KEY_FILE, key)
             for dim in dims:
                 if self._open(dim, dtype) is None:
                     path = feature_file(self.part, dim)
@@ -231,8 +240,14 @@ class FeatureWriter:
             array.flush()
         save_npy_atomic(self._done_file, self.state)
 
-    def finalize(self) -> list[int]:
+    def finalize(self, expect_finite: np.ndarray | None = None) -> list[int]:
         """Once every row is done (by every process), record checksums and rename ``.part`` to the final name.
+
+        Args:
+            expect_finite: rows that should have finite features (those with a supervised token). When every one of
+                them came out non-finite, nothing is kept: the ``.part`` folder is deleted and
+                :class:`~less_hf.errors.NonFiniteFeaturesError` is raised, so a broken checkpoint never leaves a
+                finished folder that a later run would trust.
 
         Returns:
             The rows whose features were not finite (stored as zeros).
@@ -242,6 +257,22 @@ class FeatureWriter:
         self.flush()
         self.arrays = {}
         self.shard.barrier()
+        message = ""
+        if self.shard.is_main:
+            state = np.zeros(self.n_rows, dtype=np.uint8)
+            for done_file in self.part.glob("done*.npy"):
+                state = np.maximum(state, np.load(done_file).astype(np.uint8))
+            expected = np.flatnonzero(expect_finite) if expect_finite is not None else np.zeros(0, dtype=np.int64)
+            if len(expected) and (state[expected] == NONFINITE).all():
+                remove_tree(self.part)
+                message = (
+                    f"Every row's features at {self.directory.name} are NaN/inf: the model or this checkpoint's "
+                    "adapter/optimizer state overflows (a diverged warmup, or fp16). Nothing was kept for it; fix or "
+                    "delete that checkpoint (or use --dtype fp32), then run the same command again."
+                )
+        message = self.shard.broadcast_from_main(message)
+        if message:
+            raise NonFiniteFeaturesError(message)
         if self.shard.is_main:
             state = np.zeros(self.n_rows, dtype=np.uint8)
             for done_file in self.part.glob("done*.npy"):
@@ -254,28 +285,26 @@ class FeatureWriter:
             for done_file in self.part.glob("done.rank*.npy"):
                 done_file.unlink()
             files = {p.name: file_checksum(p) for p in sorted(self.part.glob("*.npy"))}
-            record = {"files": files, "nonfinite_rows": np.flatnonzero(state == NONFINITE).tolist()}
+            record = {"files": files, "nonfinite_rows": np.flatnonzero(state == NONFINITE).tolist(), "key": self.key}
             write_json_atomic(self.part / CHECKSUMS_FILE, record)
-            _fsync_dir(self.part)
+            fsync_dir(self.part)
             os.replace(self.part, self.directory)
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
         self.shard.barrier()
         self.complete = True
         return nonfinite_rows(self.directory)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make renames inside ``directory`` durable (best effort: some filesystems refuse to open a folder)."""
+def read_key(directory: Path) -> dict | None:
+    """The key a feature folder was made under: ``checksums.json``'s ``key`` in a finished folder, ``key.json`` in a
+    ``.part`` folder (None when absent or unreadable: such a folder is never reused)."""
+    directory = Path(directory)
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        if (directory / CHECKSUMS_FILE).exists():
+            return json.loads((directory / CHECKSUMS_FILE).read_text()).get("key")
+        return json.loads((directory / KEY_FILE).read_text())
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def nonfinite_rows(directory: Path) -> list[int]:
@@ -283,14 +312,17 @@ def nonfinite_rows(directory: Path) -> list[int]:
     path = Path(directory) / CHECKSUMS_FILE
     if not path.exists():
         return []
-    return list(json.loads(path.read_text()).get("nonfinite_rows", []))
+    try:
+        return [int(i) for i in json.loads(path.read_text()).get("nonfinite_rows", [])]
+    except (ValueError, AttributeError, TypeError) as err:
+        raise CorruptFileError(f"{path} is unreadable ({err}). {rebuild_hint(path)}") from None
 
 
 def existing_feature_file(directory: Path, dim: int) -> Path:
     """Path of a finished ``(n_rows, dim)`` feature array; a clear error listing the built dims when missing."""
     path = feature_file(Path(directory), dim)
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No features of dim {dim} at {directory}; dims built: "
             f"{sorted(p.stem for p in Path(directory).glob('d[0-9]*.npy'))}"
         )
@@ -303,7 +335,10 @@ def open_features(directory: Path, dim: int, verify: bool = True) -> np.ndarray:
     path = existing_feature_file(directory, dim)
     if verify:
         verify_file(path, recorded_checksums(Path(directory)).get(path.name))
-    return np.load(path, mmap_mode="r")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:
+        raise CorruptFileError(f"{path} is not a readable .npy array ({err}). {rebuild_hint(path)}") from None
 
 
 class BlockReader:
@@ -322,13 +357,20 @@ class BlockReader:
         check_size(self.path, expected)
         self.expected = expected
         self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        version = np.lib.format.read_magic(self._file)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._file)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._file)
+        try:
+            version = np.lib.format.read_magic(self._file)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._file)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._file)
+        except (ValueError, OSError, EOFError, SyntaxError) as err:
+            self._file.close()
+            raise CorruptFileError(
+                f"{path} has a damaged .npy header ({str(err)[:120]}). {rebuild_hint(self.path)}"
+            ) from None
         if fortran or len(shape) != 2:
-            raise ValueError(f"{path} is not a C-ordered 2-D feature array.")
+            self._file.close()
+            raise CorruptFileError(f"{path} is not a C-ordered 2-D feature array. {rebuild_hint(self.path)}")
         self.shape, self.dtype, self._offset = shape, np.dtype(dtype), self._file.tell()
         self._file.seek(0)
         self._crc = zlib.crc32(self._file.read(self._offset))

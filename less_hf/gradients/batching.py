@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ..errors import InputError
 from ..tokenization import IGNORE_INDEX
 
 
@@ -15,7 +16,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
     Longest first makes the first batch the most memory-hungry one, so an out-of-memory error shows at once.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]

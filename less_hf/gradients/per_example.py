@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture.optimizer_state import canonical_name
+from ..errors import InputError
 from ..tokenization import IGNORE_INDEX
 from .losses import per_example_loss
 
@@ -32,13 +33,13 @@ def trainable_linear_modules(model: nn.Module, adapter_name: str = "default") ->
             covered.add(f"{mod_name}.weight")
     uncovered = [n for n, p in model.named_parameters() if p.requires_grad and n not in covered]
     if uncovered:
-        raise ValueError(
+        raise InputError(
             f"less_hf computes per-example gradients for LoRA linear weights only, but these parameters are also "
             f"trainable: {uncovered[:4]} ({len(uncovered)} in all). Use a LoRA config without bias, DoRA, "
             "embedding targets or modules_to_save, or freeze those parameters."
         )
     if not modules:
-        raise ValueError("The model has no trainable nn.Linear weights; wrap it with a peft LoRA adapter first.")
+        raise InputError("The model has no trainable nn.Linear weights; wrap it with a peft LoRA adapter first.")
     return modules
 
 

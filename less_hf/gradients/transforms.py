@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..capture.optimizer_state import OptimizerMoments
+from ..errors import InputError
 
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, tuple[float, float], float], torch.Tensor]
 
@@ -52,7 +53,7 @@ TRANSFORMS: dict[str, Transform] = {
 def get_transform(name: str) -> Transform:
     """Look a transform up by name; unknown names get a clear error listing the choices."""
     if name not in TRANSFORMS:
-        raise ValueError(f"Unknown optimizer_transform {name!r}; choose one of {sorted(TRANSFORMS)}.")
+        raise InputError(f"Unknown optimizer_transform {name!r}; choose one of {sorted(TRANSFORMS)}.")
     return TRANSFORMS[name]
 
 
@@ -64,7 +65,7 @@ def apply_transform(
     if name == "sgd":
         return grads
     if moments is None:
-        raise ValueError(f"optimizer_transform={name!r} needs the checkpoint's Adam moments.")
+        raise InputError(f"optimizer_transform={name!r} needs the checkpoint's Adam moments.")
     out = {}
     for pname, g in grads.items():
         m = moments.exp_avg[pname].to(device=g.device, dtype=torch.float32)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 
 def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest finite scores, best first (ties broken by row order, so it is deterministic)."""
@@ -16,7 +18,7 @@ def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
 def subset_with_scores(pool, indices: np.ndarray, scores: np.ndarray, score_column: str = "less_score"):
     """``pool.select(indices)`` with ``score_column`` (float) and ``<score_column>_rank`` (0 = best) added."""
     if score_column in pool.column_names:
-        raise ValueError(f"The pool already has a column {score_column!r}; pick another score_column.")
+        raise InputError(f"The pool already has a column {score_column!r}; pick another score_column.")
     subset = pool.select(indices.tolist())
     subset = subset.add_column(score_column, [float(scores[i]) for i in indices])
     return subset.add_column(f"{score_column}_rank", list(range(len(indices))))

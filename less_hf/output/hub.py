@@ -14,12 +14,13 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..errors import LessHFError
 from .provenance import load_selection
 
 logger = logging.get_logger(__name__)
 
 
-class HubUnreachableError(RuntimeError):
+class HubUnreachableError(LessHFError, RuntimeError):
     """The Hub could not be reached (offline mode, no network, refused connection); the local export is kept."""
 
 

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError, MissingFileError
+
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -74,7 +76,7 @@ def describe_warmup(path: Path) -> dict[str, Any]:
 
     infos = find_checkpoints(path)
     weights = checkpoint_weights(infos)
-    datastores = [str(p.parent) for p in path.glob("*/manifest.json")]
+    datastores = [str(p.parent) for p in [*path.glob("*/manifest.json"), *path.glob("less_datastore/*/manifest.json")]]
     return {
         "kind": "warmup",
         "path": str(path),
@@ -112,7 +114,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """Describe whatever less_hf folder ``path`` is (datastore, warmup dir, checkpoint, selection)."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a folder.")
+        raise MissingFileError(f"{path} is not a folder.")
     if (path / "manifest.json").exists():
         return describe_datastore(path)
     if (path / "selection.json").exists():
@@ -121,7 +123,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         return describe_checkpoint(path)
     if any(p.is_dir() and p.name.startswith("checkpoint-") for p in path.iterdir()):
         return describe_warmup(path)
-    raise ValueError(
+    raise InputError(
         f"{path} is not a less_hf folder: expected a datastore (manifest.json), a selection (selection.json), a "
         "warmup output dir (checkpoint-N folders) or one checkpoint-N folder."
     )

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
+
 
 class Projector(ABC):
     """A seeded random linear map from the concatenated parameter space (dimension D) to ``dim`` dimensions.
@@ -19,7 +21,7 @@ class Projector(ABC):
 
     def __init__(self, dim: int, seed: int = 0) -> None:
         if dim < 1:
-            raise ValueError(f"Projection dim must be positive, got {dim}.")
+            raise InputError(f"Projection dim must be positive, got {dim}.")
         self.dim = dim
         self.seed = seed
 
@@ -35,7 +37,7 @@ class Projector(ABC):
             y = self.project_param(name, x)
             out = y if out is None else out + y
         if out is None:
-            raise ValueError("Nothing to project: the feature dict is empty.")
+            raise InputError("Nothing to project: the feature dict is empty.")
         return out
 
     def spec(self) -> dict[str, Any]:
@@ -54,5 +56,11 @@ def register(cls: type[Projector]) -> type[Projector]:
 def build_projector(kind: str, dim: int, seed: int = 0, **kwargs: Any) -> Projector:
     """Build a projector by name (``'sparse'`` or ``'dense'``)."""
     if kind not in PROJECTORS:
-        raise ValueError(f"Unknown projector {kind!r}; choose one of {sorted(PROJECTORS)}.")
+        raise InputError(f"Unknown projector {kind!r}; choose one of {sorted(PROJECTORS)}.")
     return PROJECTORS[kind](dim=dim, seed=seed, **kwargs)
+
+
+def from_config(config) -> list[Projector]:
+    """One projector per distinct dim of a :class:`~less_hf.config.ProjectionConfig`, smallest first."""
+    kwargs = {"sparsity": config.sparsity} if config.kind == "sparse" else {}
+    return [build_projector(config.kind, dim, config.seed, **kwargs) for dim in sorted(set(config.dims))]

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..errors import InputError
 from .base import Projector, register
 from .hashing import hash32, parameter_seed
 
@@ -30,7 +31,7 @@ class SparseProjector(Projector):
     def __init__(self, dim: int, seed: int = 0, sparsity: int = 4) -> None:
         super().__init__(dim, seed)
         if sparsity < 1 or dim % sparsity:
-            raise ValueError(f"dim ({dim}) must be a positive multiple of sparsity ({sparsity}).")
+            raise InputError(f"dim ({dim}) must be a positive multiple of sparsity ({sparsity}).")
         self.sparsity = sparsity
         self._cache: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 

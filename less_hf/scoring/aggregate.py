@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 AGGREGATES = ("mean_of_cosines", "cosine_of_mean")
 
 
@@ -27,7 +29,7 @@ def subtask_directions(
         ``(S, d)`` float32 directions and the ``S`` subtask names (sorted).
     """
     if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate={aggregate!r}; choose one of {AGGREGATES}.")
+        raise InputError(f"aggregate={aggregate!r}; choose one of {AGGREGATES}.")
     unit = normalize_rows(features)
     labels = np.asarray(subtasks)
     names = sorted(set(labels[valid].tolist()))

@@ -7,6 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..datastore import Datastore, TargetFeatures
+from ..errors import InputError
 from .aggregate import subtask_directions
 
 
@@ -38,7 +39,7 @@ def score_datastore(
     """
     dim = dim or max(datastore.manifest.dims)
     if dim not in datastore.manifest.dims:
-        raise ValueError(f"dim={dim} was not built; this datastore has {datastore.manifest.dims}.")
+        raise InputError(f"dim={dim} was not built; this datastore has {datastore.manifest.dims}.")
     checkpoints = [c.name for c in datastore.manifest.checkpoints]
     weights = datastore.weights
     # (d, S_total) per checkpoint, and which columns belong to which target

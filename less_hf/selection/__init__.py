@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputError
 from .base import Selector
 from .baselines import BM25Selector, DSIRSelector, RandomSelector, RDSSelector
 from .less import LESSSelector
@@ -24,7 +25,7 @@ def get_selector(name: str, *args: Any, **kwargs: Any) -> Selector:
     """Build a selector by name, e.g. ``get_selector("tsds", "warmup_out")`` or ``get_selector("bm25")``."""
     key = name.lower()
     if key not in SELECTORS:
-        raise ValueError(f"Unknown selection method {name!r}; choose one of {sorted(SELECTORS)}.")
+        raise InputError(f"Unknown selection method {name!r}; choose one of {sorted(SELECTORS)}.")
     return SELECTORS[key](*args, **kwargs)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BudgetError, ConfigError, InputError
 from ..output import subset_with_scores, top_indices
 
 DEFAULT_FRACTION = 0.05
@@ -16,7 +17,7 @@ def as_target_dict(targets: Any) -> tuple[dict[str, Any], bool]:
     """Accept one `datasets.Dataset` (named "target") or ``{name: Dataset}``; say which it was."""
     if isinstance(targets, dict):
         if not targets:
-            raise ValueError("targets is an empty dict; pass at least one target task.")
+            raise InputError("targets is an empty dict; pass at least one target task.")
         return targets, False
     return {"target": targets}, True
 
@@ -29,19 +30,39 @@ def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
             larger than the pool.
     """
     if fraction is not None and n is not None:
-        raise ValueError("Pass either fraction or n, not both.")
+        raise InputError("Pass either fraction or n, not both.")
     if n is not None:
         if isinstance(n, bool) or int(n) != n:
-            raise ValueError(f"n must be a whole number of rows, got {n!r}.")
+            raise InputError(f"n must be a whole number of rows, got {n!r}.")
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}.")
+            raise InputError(f"n must be >= 1, got {n}.")
         if n > n_rows:
-            raise ValueError(f"n={n} is larger than the pool ({n_rows} rows): pass n <= {n_rows}, or fraction=1.0.")
+            raise InputError(f"n={n} is larger than the pool ({n_rows} rows): pass n <= {n_rows}, or fraction=1.0.")
         return int(n)
     fraction = DEFAULT_FRACTION if fraction is None else fraction
     if isinstance(fraction, bool) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
+        raise InputError(f"fraction must be in (0, 1], got {fraction}.")
     return max(1, round(fraction * n_rows))
+
+
+def check_budget(scores: np.ndarray, k: int, allow_fewer: bool, name: str) -> int:
+    """``k``, or the number of selectable rows when there are fewer and ``allow_fewer``; else a clear error."""
+    selectable = int(np.isfinite(scores).sum())
+    if selectable == 0:
+        raise BudgetError(
+            f"No pool row is selectable for {name!r}: every score is -inf (no row keeps a supervised token, or every "
+            "row's features are NaN/inf). Check the pool's completions and --max-length."
+        )
+    if selectable < k:
+        if not allow_fewer:
+            raise BudgetError(
+                f"{name!r}: the budget asks for {k} rows but only {selectable} of {len(scores)} pool rows are "
+                f"selectable ({len(scores) - selectable} have no supervised token or non-finite features), "
+                f"{k - selectable} short. Ask for n <= {selectable}, or pass allow_fewer=True (--allow-fewer) to "
+                "take them all."
+            )
+        return selectable
+    return k
 
 
 MODES = ("per_task", "combined")
@@ -91,6 +112,7 @@ class Selector(ABC):
         n: int | None = None,
         mode: str = "per_task",
         seed: int | None = None,
+        allow_fewer: bool = False,
     ):
         """Select rows of ``pool`` for each target.
 
@@ -102,25 +124,32 @@ class Selector(ABC):
             mode: ``"per_task"`` (one selection per target, default) or ``"combined"`` (one selection for the union
                 of the targets, from :meth:`combine` of the per-task scores).
             seed: seed of the methods that sample (random, DSIR, TSDS); default: the selector's ``seed``.
+            allow_fewer: when fewer pool rows are selectable (finite score) than the budget asks for, return those
+                instead of raising :class:`~less_hf.errors.BudgetError`. Zero selectable rows is always an error.
 
         Returns:
             The selected rows (all of the pool's columns, plus score and rank columns), best first: one `Dataset`
             if ``targets`` was a `Dataset` or ``mode="combined"``, else ``{name: Dataset}``.
         """
         if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; choose one of {MODES}.")
+            raise ConfigError(f"mode={mode!r}; choose one of {MODES}.")
         if len(pool) == 0:
-            raise ValueError("The pool is empty: nothing to select from.")
+            raise InputError("The pool is empty: nothing to select from.")
         named, single = as_target_dict(targets)
         for name, target in named.items():
             if len(target) == 0:
-                raise ValueError(f"Target {name!r} has no rows: pass a few examples of the task.")
+                raise InputError(f"Target {name!r} has no rows: pass a few examples of the task.")
         k = budget(len(pool), fraction, n)
         rng = np.random.default_rng(self.seed if seed is None else seed)
         self.scores_ = self.score(pool, named)
         if mode == COMBINED:
             combined = self.combine(self.scores_)
             self.scores_[COMBINED] = combined
-            return self.subset(pool, self.pick(combined, k, rng), combined)
-        selected = {name: self.subset(pool, self.pick(s, k, rng), s) for name, s in self.scores_.items()}
+            return self.subset(
+                pool, self.pick(combined, check_budget(combined, k, allow_fewer, COMBINED), rng), combined
+            )
+        selected = {
+            name: self.subset(pool, self.pick(s, check_budget(s, k, allow_fewer, name), rng), s)
+            for name, s in self.scores_.items()
+        }
         return selected["target"] if single else selected

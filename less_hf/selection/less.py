@@ -11,8 +11,9 @@ from transformers.utils import logging
 
 from ..capture.checkpoints import find_checkpoints
 from ..config import GradientConfig, ProjectionConfig, SelectionConfig
-from ..datastore import Datastore, GradientFeaturizer, build_datastore, build_target_features
-from ..datastore.build import make_projectors
+from ..datastore import Datastore, TargetFeatures, build_datastore, build_target_features
+from ..gradients.featurizer import GradientFeaturizer
+from ..projection import from_config
 from ..scoring import score_datastore
 from .base import Selector, as_target_dict
 
@@ -35,7 +36,10 @@ class LESSSelector(Selector):
     Args:
         warmup_dir: the warmup's output dir (``checkpoint-N`` folders, written with GradientCaptureCallback or a
             plain Trainer checkpoint with ``optimizer.pt``).
-        datastore_dir: where to keep the datastore (default ``<warmup_dir>/less_datastore``).
+        datastore_dir: where to keep the datastore. Default: ``<warmup_dir>/less_datastore/<key digest>``, one folder
+            per content key (model, checkpoints, pool, settings), so nothing built from other inputs is ever reused.
+            A folder given here is used as is, and refused (with the differing fields) if it holds features made from
+            other inputs.
         gradient_config, projection_config, selection_config: settings; see :mod:`less_hf.config`.
         base_model: override the base model recorded in the checkpoints (e.g. a local copy).
     """
@@ -51,7 +55,7 @@ class LESSSelector(Selector):
     ) -> None:
         self.warmup_dir = Path(warmup_dir)
         self.checkpoints = find_checkpoints(self.warmup_dir)
-        self.datastore_dir = Path(datastore_dir) if datastore_dir else self.warmup_dir / "less_datastore"
+        self.datastore_dir = Path(datastore_dir) if datastore_dir else None
         self.gradient_config = gradient_config or GradientConfig()
         self.projection_config = projection_config or ProjectionConfig()
         self.selection_config = selection_config or SelectionConfig()
@@ -64,7 +68,7 @@ class LESSSelector(Selector):
     def featurizer(self) -> GradientFeaturizer:
         if self._featurizer is None:
             self._featurizer = GradientFeaturizer(
-                self.checkpoints, self.gradient_config, make_projectors(self.projection_config), self.base_model
+                self.checkpoints, self.gradient_config, from_config(self.projection_config), self.base_model
             )
         return self._featurizer
 
@@ -81,11 +85,15 @@ class LESSSelector(Selector):
         )
         return self.datastore
 
+    def target_features(self, pool, targets: dict[str, Any]) -> tuple[Datastore, list[TargetFeatures]]:
+        """The pool's datastore and each target's features in it (built or reused)."""
+        datastore = self.build_datastore(pool)
+        return datastore, [build_target_features(datastore, name, ds, self.featurizer) for name, ds in targets.items()]
+
     def score(self, pool, targets: Any) -> dict[str, np.ndarray]:
         """LESS scores of every pool row for each target (``-inf`` for rows with no supervised token)."""
         named, _ = as_target_dict(targets)
-        datastore = self.build_datastore(pool)
-        features = [build_target_features(datastore, name, ds, self.featurizer) for name, ds in named.items()]
+        datastore, features = self.target_features(pool, named)
         cfg = self.selection_config
         return score_datastore(datastore, features, cfg.dim, cfg.aggregate, cfg.block_rows)
 
@@ -97,7 +105,8 @@ class LESSSelector(Selector):
         n: int | None = None,
         mode: str = "per_task",
         seed: int | None = None,
+        allow_fewer: bool = False,
     ):
         if fraction is None and n is None:
             fraction, n = self.selection_config.fraction, self.selection_config.n
-        return super().select(pool, targets, fraction=fraction, n=n, mode=mode, seed=seed)
+        return super().select(pool, targets, fraction=fraction, n=n, mode=mode, seed=seed, allow_fewer=allow_fewer)

@@ -11,6 +11,7 @@ import numpy as np
 from transformers.utils import logging
 
 from ..config import GradientConfig, ProjectionConfig, TSDSConfig
+from ..errors import InputError
 from ..output import subset_with_scores, top_indices
 from .base import Selector, as_target_dict
 from .baselines import gumbel_top_k
@@ -67,7 +68,7 @@ class TSDSSelector(Selector):
     ) -> None:
         self.config = config or TSDSConfig()
         if self.config.sampling not in SAMPLING:
-            raise ValueError(f"sampling={self.config.sampling!r}; choose one of {SAMPLING}.")
+            raise InputError(f"sampling={self.config.sampling!r}; choose one of {SAMPLING}.")
         self.score_column = self.config.score_column
         self.seed = seed
         self.featurizer = featurizer
@@ -75,14 +76,14 @@ class TSDSSelector(Selector):
         if featurizer is None:
             if self.config.features == "embeddings":
                 if embedding_model is None:
-                    raise ValueError(
+                    raise InputError(
                         "features='embeddings' needs embedding_model= (a sentence-encoder folder, e.g. "
                         "less_hf.assets.minilm_path()) or featurizer=."
                     )
                 self.featurizer = MeanPoolEncoder(embedding_model, chat=False)
             elif self.config.features == "less":
                 if warmup_dir is None:
-                    raise ValueError(
+                    raise InputError(
                         "features='less' needs warmup_dir= (a LESS warmup's output dir); or pass "
                         "featurizer= / config.features='embeddings' with embedding_model=."
                     )
@@ -92,34 +93,15 @@ class TSDSSelector(Selector):
                     warmup_dir, datastore_dir, gradient_config, projection_config, None, base_model
                 )
             else:
-                raise ValueError(f"features={self.config.features!r}; choose 'less' or 'embeddings'.")
+                raise InputError(f"features={self.config.features!r}; choose 'less' or 'embeddings'.")
         self.stats_: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------------------------------------- features
     def _less_features(self, pool, named: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        from ..datastore import build_target_features
+        from ..scoring.weighted import weighted_features
 
-        datastore = self.less.build_datastore(pool)
-        dim = max(datastore.manifest.dims)
-        names = [c.name for c in datastore.manifest.checkpoints]
-        weights = np.asarray(datastore.weights, dtype=np.float64)
-        if self.config.checkpoints == "last":
-            names, weights = names[-1:], np.ones(1)
-        elif self.config.checkpoints != "all":
-            raise ValueError(f"checkpoints={self.config.checkpoints!r}; choose 'all' or 'last'.")
-        weights = weights / weights.sum()
-        n = datastore.manifest.n_rows
-        blocks = []
-        for name, w in zip(names, weights):
-            with datastore.pool_reader(name, dim) as reader:
-                blocks.append(_unit(reader.read(0, n)) * np.float32(np.sqrt(w)))
-        pool_x = np.concatenate(blocks, axis=1)
-        targets = {}
-        for task, ds in named.items():
-            feats = build_target_features(datastore, task, ds, self.less.featurizer)
-            t = [_unit(np.asarray(feats.features(c, dim))) * np.float32(np.sqrt(w)) for c, w in zip(names, weights)]
-            targets[task] = np.concatenate(t, axis=1)[feats.valid]
-        return pool_x, np.asarray(datastore.valid, dtype=bool), targets
+        datastore, targets = self.less.target_features(pool, named)
+        return weighted_features(datastore, targets, self.config.checkpoints)
 
     def features(self, pool, named: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Unit pool features, which pool rows may be selected, and unit features of each task's examples."""
@@ -140,7 +122,7 @@ class TSDSSelector(Selector):
         pool_x, valid, target_x = self.features(pool, named)
         rows = np.flatnonzero(valid)
         if len(rows) == 0:
-            raise ValueError("No pool row has a usable feature vector; nothing to select from.")
+            raise InputError("No pool row has a usable feature vector; nothing to select from.")
         x = np.ascontiguousarray(pool_x[rows])
         index = build_index(x, cfg.exact_max_rows, cfg.nprobe, self.seed)
         density = np.full(len(rows), np.nan)  # KDE ρ, computed once per candidate that some target reaches
@@ -149,7 +131,7 @@ class TSDSSelector(Selector):
         for task, q in target_x.items():
             q = q[np.linalg.norm(q, axis=1) > 0]
             if len(q) == 0:
-                raise ValueError(f"Target {task!r} has no usable feature vector.")
+                raise InputError(f"Target {task!r} has no usable feature vector.")
             dists, ids = search(index, q, min(cfg.k, len(rows)))
             involved = np.unique(ids[ids >= 0])
             near_duplicates = 0

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from transformers.utils import logging
 
+from ..errors import InputError
+
 logger = logging.get_logger(__name__)
 
 EXACT_SEARCH_MAX_ROWS = 50_000
@@ -52,14 +54,14 @@ def water_fill(dists: np.ndarray, kdes: np.ndarray, alpha: float, C: float) -> W
         :class:`WaterFilling`; ``capped`` says that some target ran out of neighbours before the optimum (raise K).
     """
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
+        raise InputError(f"alpha must be in (0, 1), got {alpha}.")
     if C <= 0:
-        raise ValueError(f"C must be > 0, got {C}.")
+        raise InputError(f"C must be > 0, got {C}.")
     dists = np.asarray(dists, dtype=np.float64)
     M, K = dists.shape
     valid = np.isfinite(dists)
     if not valid[:, 0].all():
-        raise ValueError("Some target has no neighbour at all; check the features (NaN?) and the index.")
+        raise InputError("Some target has no neighbour at all; check the features (NaN?) and the index.")
     inv = np.where(valid, 1.0 / np.where(valid, np.asarray(kdes, dtype=np.float64), 1.0), 0.0)
     count = np.cumsum(inv, axis=1)  # capacity (in units of 1/(M s)) of the first k+1 neighbours
     dists = np.where(valid, dists, 0.0)  # missing neighbours carry no mass (inv = 0) and no cost

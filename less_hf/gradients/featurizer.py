@@ -1,0 +1,158 @@
+"""Model + checkpoint adapters + optimizer transform + projection → projected per-example features.
+
+The model is loaded once; each checkpoint's LoRA weights and Adam moments are swapped in. :meth:`features` yields
+``(row indices, {dim: (rows, dim) float32})`` batch by batch and never touches a file: the datastore stores what it
+yields (:func:`less_hf.datastore.write_features`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..capture.checkpoints import CheckpointInfo, load_moments
+from ..config import GradientConfig
+from ..modeling import (
+    base_model_of,
+    load_peft_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    swap_adapter_weights,
+)
+from ..projection import Projector
+from ..tokenization import tokenize_dataset
+from .batching import collate, length_sorted_batches
+from .per_example import PerExampleGradients
+from .transforms import apply_transform, get_transform
+
+__all__ = ["GradientFeaturizer"]
+
+
+class GradientFeaturizer:
+    """Loads the warmup model once, swaps checkpoints, and turns tokenized rows into projected features.
+
+    Args:
+        checkpoints: the warmup checkpoints (see :func:`~less_hf.capture.find_checkpoints`).
+        config: gradient settings.
+        projectors: one projector per output dim.
+        base_model: base model path/name (default: recorded in the checkpoint).
+        shard: this process's share of the rows under `accelerate launch` (default: the running job's).
+    """
+
+    def __init__(
+        self,
+        checkpoints: list[CheckpointInfo],
+        config: GradientConfig,
+        projectors: list[Projector],
+        base_model: str | None = None,
+        shard=None,
+    ) -> None:
+        from ..datastore.distributed import current_shard
+
+        self.checkpoints = checkpoints
+        self.config = config
+        self.projectors = projectors
+        self.base_model = base_model or base_model_of(checkpoints[0].path)
+        self.shard = shard or current_shard()
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self._tokenizer = None
+        self._model = None
+        self._per_example: PerExampleGradients | None = None
+        self._loaded: str | None = None
+        self._moments = None
+        self._plans: dict[Any, list[np.ndarray]] = {}
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.base_model)
+        return self._tokenizer
+
+    def settings(self) -> dict[str, Any]:
+        """The settings of this featurizer that change feature bits (part of every feature key)."""
+        return {
+            "max_length": self.config.max_length,
+            "truncation": self.config.truncation,
+            "batch_size": self.config.batch_size,
+            "model_dtype": str(self.dtype).removeprefix("torch."),
+            "device_type": self.device.type,
+            "projectors": [p.spec() for p in self.projectors],
+        }
+
+    def load(self, checkpoint: CheckpointInfo) -> None:
+        """Make ``checkpoint``'s LoRA weights and Adam moments current."""
+        if self._loaded == checkpoint.path.name and self._model is not None:
+            return
+        if self._model is None:
+            self._model = load_peft_model(self.base_model, checkpoint.path, self.device, self.dtype)
+            self._per_example = PerExampleGradients(self._model)
+        else:
+            swap_adapter_weights(self._model, checkpoint.path)
+        self._moments = load_moments(checkpoint, self._model, self._per_example.shapes)  # type: ignore[union-attr]
+        self._loaded = checkpoint.path.name
+
+    @property
+    def num_params(self) -> int:
+        """D, the number of trainable LoRA parameters (0 before the first :meth:`load`)."""
+        return self._per_example.num_params if self._per_example else 0
+
+    def tokenize(self, dataset, desc: str = "Tokenizing") -> Any:
+        return tokenize_dataset(dataset, self.tokenizer, self.config.max_length, self.config.truncation, desc=desc)
+
+    def batch_plan(self, tokenized) -> list[np.ndarray]:
+        """All rows with a supervised token cut into length-sorted batches: one global plan, the same for 1 or N
+        processes and for a first run or a resume, so every row is always computed in the same batch (same padding,
+        same kernels, same bits)."""
+        key = getattr(tokenized, "_fingerprint", None) or id(tokenized)
+        if key not in self._plans:
+            counts = np.asarray(tokenized["num_supervised"])
+            rows = np.flatnonzero(counts > 0)
+            lengths = [len(x) for x in tokenized.select(rows.tolist())["input_ids"]] if len(rows) else []
+            self._plans = {key: [rows[b] for b in length_sorted_batches(lengths, self.config.batch_size)]}
+        return self._plans[key]
+
+    def features(
+        self, checkpoint: CheckpointInfo, tokenized, done: np.ndarray, transform: str, desc: str = "Gradients"
+    ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
+        """Yield ``(rows, {dim: features})`` for the rows of ``tokenized`` not ``done`` that this process owns.
+
+        Rows with no supervised token get zeros (from the main process; callers mask them out with the valid mask).
+        """
+        get_transform(transform)
+        counts = np.asarray(tokenized["num_supervised"])
+        plan = self.batch_plan(tokenized)
+        shard = self.shard
+        mine = [b for k, b in enumerate(plan) if k % shard.world_size == shard.rank and not done[b].all()]
+        empty = np.flatnonzero((counts == 0) & ~done) if shard.is_main else np.zeros(0, dtype=np.int64)
+        if len(empty):
+            yield empty, {p.dim: np.zeros((len(empty), p.dim), dtype=np.float32) for p in self.projectors}
+        if not mine:
+            return
+        self.load(checkpoint)
+        pad_id = self.tokenizer.pad_token_id
+        bar = tqdm(
+            total=sum(len(b) for b in mine),
+            desc=f"{desc} [{checkpoint.path.name}]",
+            unit="row",
+            dynamic_ncols=True,
+            disable=not shard.is_main,
+        )
+        try:
+            for rows in mine:
+                batch = collate([tokenized[int(i)] for i in rows], pad_id, self.device)
+                with torch.enable_grad():
+                    grads, _, _ = self._per_example(batch)  # type: ignore[misc]
+                feats = apply_transform(transform, grads, self._moments)
+                del grads
+                out = {p.dim: p.project(feats).cpu().numpy() for p in self.projectors}
+                del feats
+                yield rows, out
+                bar.update(len(rows))
+        finally:
+            bar.close()
