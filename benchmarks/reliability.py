@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Reliability report: crash/resume trials, the bad-input catalogue and the determinism checks, as one table.
 
     python benchmarks/reliability.py [--random-kills 6] [--seed 0]
@@ -5,9 +6,10 @@
 - Crash/resume: a real datastore build (tiny random Llama, a 2-epoch LoRA warmup, 16 pool rows, 2 checkpoints) runs
   in a subprocess and is SIGKILLed at named moments (watching its files) and at random times; the same command then
   resumes it. "Data lost" counts feature rows (and other files) whose bytes differ from an uninterrupted build.
-- Bad input and the other cases: the tests of tests/test_bad_input.py, tests/test_reliability.py and the existing
-  tests covering a case, run with pytest; each test asserts the clear error and that nothing half-written is left
-  (the previous complete state intact), so a passing test counts as tried, passed, nothing lost.
+- The adversarial catalogue: each case has an expected outcome (a clear error, a safe recovery, or the correct
+  result) and the tests that try it (tests/test_trust.py, tests/test_cli_errors.py, tests/test_bad_input.py,
+  tests/test_reliability.py and others); every parametrization is one try. A failed try is counted as silent-wrong
+  when the tool gave no error where one was due or a wrong result (an assertion failed), else as a traceback.
 - Determinism: two uninterrupted builds are compared byte for byte; 1 vs 2 processes is tests/test_distributed.py.
 
 The table is printed and saved to benchmarks/results/reliability.md.
@@ -28,76 +30,77 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-# case name → pytest node ids covering it (a case passes when all its tests pass)
-CATALOGUE = {
-    "corrupted shard (checksum)": [
-        "tests/test_reliability.py::test_corrupted_shard_is_caught_on_read_and_only_that_part_rebuilt",
-        "tests/test_reliability.py::test_corrupted_valid_mask_is_caught",
-    ],
-    "truncated shard (size)": ["tests/test_reliability.py::test_truncated_shard_is_caught_on_open"],
-    "second writer (lock), readers concurrent": [
-        "tests/test_reliability.py::test_second_writer_fails_fast_and_readers_are_fine"
-    ],
-    "empty pool": [
-        "tests/test_bad_input.py::test_empty_pool",
-        "tests/test_selection.py::test_empty_pool_or_target_is_a_clear_error",
-    ],
-    "empty target set": [
-        "tests/test_selection.py::test_empty_pool_or_target_is_a_clear_error",
-        "tests/test_selection.py::test_budget_errors",
-    ],
-    "row with no loss token (empty/truncated completion)": [
-        "tests/test_bad_input.py::test_fully_truncated_completion_has_no_loss",
-        "tests/test_datastore.py::test_row_without_supervised_token_is_reported",
-        "tests/test_datastore.py::test_target_without_any_supervised_row_is_refused",
-        "tests/test_selection.py::test_rows_without_supervised_token_are_never_selected",
-    ],
-    "rows longer than max length (counted warning)": [
-        "tests/test_bad_input.py::test_long_rows_are_truncated_with_a_counted_warning"
-    ],
-    "missing/unknown columns, bad values, unsupported file": [
-        "tests/test_tokenization.py::test_tokenize_dataset_unknown_columns",
-        "tests/test_bad_input.py::test_bad_row_values_name_the_row",
-        "tests/test_cli.py::test_load_data_rejects_unknown_paths",
-    ],
-    "duplicate ids": ["tests/test_bad_input.py::test_duplicate_ids"],
-    "non-Adam optimizer (warmup, optimizer file)": [
-        "tests/test_capture.py::test_non_adam_optimizer_fails_at_train_start",
-        "tests/test_capture.py::test_non_adam_optimizer_passed_to_trainer",
-        "tests/test_bad_input.py::test_optimizer_file_of_a_non_adam_optimizer",
-    ],
-    "checkpoint with neither capture nor optimizer state": [
-        "tests/test_bad_input.py::test_checkpoint_with_neither_capture_nor_optimizer_state"
-    ],
-    "adapter not matching the base model": ["tests/test_bad_input.py::test_adapter_that_does_not_fit_the_base_model"],
-    "datastore of another model/projection/seed/dataset": [
-        "tests/test_bad_input.py::test_datastore_from_another_model_is_refused",
-        "tests/test_datastore.py::test_different_pool_or_config_is_refused",
-    ],
-    "projection dim > gradient dim": ["tests/test_bad_input.py::test_projection_dim_larger_than_the_gradient"],
-    "fraction <= 0 or > 1, n > pool": [
-        "tests/test_selection.py::test_budget_errors",
-        "tests/test_selection.py::test_budget",
-        "tests/test_selection.py::test_n",
-    ],
-    "NaN/inf gradient rows": [
-        "tests/test_reliability.py::test_nonfinite_gradient_rows_are_reported_and_never_selected"
-    ],
-    "output folder not writable": ["tests/test_reliability.py::test_not_writable_output_is_a_clear_error"],
-    "disk full (ENOSPC) while writing": [
-        "tests/test_reliability.py::test_disk_full_leaves_nothing_corrupt",
-        "tests/test_reliability.py::test_not_enough_space_is_refused_before_any_work",
-    ],
-    "unsafe pickle in optimizer file (weights_only)": [
-        "tests/test_bad_input.py::test_optimizer_file_with_pickled_code_is_never_executed"
-    ],
-    "1 vs 2 processes bit-identical": ["tests/test_distributed.py::test_two_process_datastore_equals_single_process"],
-}
+# Expected outcome classes: what a correct tool does with the case.
+ERROR, RECOVERY, CORRECT = "clear error", "safe recovery", "correct result"
+T, TB, TT, TC = (
+    "tests/test_trust.py::",
+    "tests/test_bad_input.py::",
+    "tests/test_reliability.py::",
+    "tests/test_cli_errors.py::",
+)
+
+# (case, expected outcome, pytest node ids or function names covering it: every parametrization counts as one try)
+CATALOGUE = [
+    # identity: everything that changes a number is in the key
+    ("re-run warmup into the same folder", CORRECT, [T + "test_rewarm_into_the_same_folder_gives_the_scores_of_a_fresh_build"]),
+    ("manifest lost, then another pool or seed", ERROR, [T + "test_lost_manifest_never_makes_old_features_valid_for_a_new_pool"]),
+    ("manifest truncated", RECOVERY, [T + "test_damaged_manifest_is_rebuilt_from_the_folders_keys", T + "test_damaged_manifest_is_a_one_line_error_for_readers"]),
+    ("resume with another batch size or model dtype", ERROR, [T + "test_resume_with_other_settings_is_refused_or_fresh"]),
+    ("partial folder of other inputs", RECOVERY, [T + "test_stale_part_folder_of_other_inputs_is_discarded"]),
+    ("moved warmup folder", CORRECT, [T + "test_moved_warmup_folder_reuses_its_datastore_without_recomputing"]),
+    ("pool: unrelated column vs changed row", CORRECT, [T + "test_unrelated_pool_column_keeps_the_datastore_and_a_changed_row_does_not"]),
+    ("target rows or subtask labels changed", CORRECT, [T + "test_changed_target_rows_or_labels_get_new_features"]),
+    ("content digests and hash cache", CORRECT, [T + "test_dataset_digest_is_content_only", T + "test_file_digest_is_cached_and_follows_the_content", T + "test_diff_keys_names_each_leaf", T + "test_corrupted_hash_cache_is_ignored"]),
+    ("datastore of another model/projection/seed/pool/dtype/batch", ERROR, [TB + "test_datastore_from_another_model_is_refused", "tests/test_datastore.py::test_different_pool_or_config_is_refused"]),
+    # inputs checked before work starts
+    ("SGD / AMSGrad / v < 0 / inf / missing or step-less optimizer state", ERROR, [T + "test_unusable_optimizer_state_is_refused_before_any_work", T + "test_captured_moments_with_negative_second_moment_are_refused"]),
+    ("NaN adapter, then fixed", RECOVERY, [T + "test_nan_adapter_is_refused_and_the_fixed_checkpoint_selects_correctly"]),
+    ("every row non-finite at a checkpoint", ERROR, [T + "test_checkpoint_whose_every_row_is_nonfinite_is_never_finished"]),
+    ("half-written checkpoint folder", ERROR, [T + "test_half_written_checkpoint_folder_gets_advice"]),
+    ("CLI user errors (files, names, budgets, config values, YAML/JSON, folders)", ERROR, [TC + "test_user_error_is_one_line_and_writes_nothing", TC + "test_none_message_content_names_the_row_and_its_id", TC + "test_export_and_info_of_something_else_are_one_line_errors"]),
+    ("--allow-fewer", CORRECT, [TC + "test_allow_fewer_takes_every_selectable_row"]),
+    # outputs atomic and self-checking
+    ("unsafe target names (.., separators, reserved, spaces)", ERROR, [T + "test_unsafe_target_names_are_refused_and_nothing_outside_is_touched", T + "test_names_equal_ignoring_case_are_refused"]),
+    ("tampered selection.json target name", ERROR, [T + "test_tampered_selection_json_cannot_reach_outside"]),
+    ("selection killed mid-write", RECOVERY, [T + "test_selection_folder_is_replaced_whole_or_not_at_all"]),
+    ("inconsistent / modified / old selection folder", ERROR, [T + "test_inconsistent_selection_folder_is_refused_by_export_and_report", T + "test_modified_selection_files_are_refused", T + "test_selection_of_an_older_schema_is_refused"]),
+    ("output folder holding the user's files, or '.'", ERROR, [T + "test_output_dir_holding_user_files_is_never_replaced"]),
+    ("flipped .npy header", ERROR, [T + "test_flipped_npy_header_is_named_with_the_fix"]),
+    # earlier catalogue
+    ("corrupted shard (checksum)", ERROR, [TT + "test_corrupted_shard_is_caught_on_read_and_only_that_part_rebuilt", TT + "test_corrupted_valid_mask_is_caught"]),
+    ("truncated shard (size)", ERROR, [TT + "test_truncated_shard_is_caught_on_open"]),
+    ("second writer (lock), readers concurrent", ERROR, [TT + "test_second_writer_fails_fast_and_readers_are_fine"]),
+    ("empty pool or target", ERROR, [TB + "test_empty_pool", "tests/test_selection.py::test_empty_pool_or_target_is_a_clear_error", "tests/test_selection.py::test_budget_errors"]),
+    ("row with no loss token (empty/truncated completion)", CORRECT, [TB + "test_fully_truncated_completion_has_no_loss", "tests/test_datastore.py::test_row_without_supervised_token_is_reported", "tests/test_datastore.py::test_target_without_any_supervised_row_is_refused", "tests/test_selection.py::test_rows_without_supervised_token_are_never_selected"]),
+    ("rows longer than max length (counted warning)", CORRECT, [TB + "test_long_rows_are_truncated_with_a_counted_warning"]),
+    ("missing/unknown columns, bad values, unsupported file", ERROR, ["tests/test_tokenization.py::test_tokenize_dataset_unknown_columns", TB + "test_bad_row_values_name_the_row", "tests/test_cli.py::test_load_data_rejects_unknown_paths"]),
+    ("duplicate ids", ERROR, [TB + "test_duplicate_ids"]),
+    ("non-Adam optimizer (warmup, optimizer file)", ERROR, ["tests/test_capture.py::test_non_adam_optimizer_fails_at_train_start", "tests/test_capture.py::test_non_adam_optimizer_passed_to_trainer", TB + "test_optimizer_file_of_a_non_adam_optimizer"]),
+    ("checkpoint with neither capture nor optimizer state", ERROR, [TB + "test_checkpoint_with_neither_capture_nor_optimizer_state"]),
+    ("adapter not matching the base model", ERROR, [TB + "test_adapter_that_does_not_fit_the_base_model"]),
+    ("projection dim > gradient dim", ERROR, [TB + "test_projection_dim_larger_than_the_gradient"]),
+    ("fraction <= 0 or > 1, n > pool", ERROR, ["tests/test_selection.py::test_budget", "tests/test_selection.py::test_n"]),
+    ("NaN/inf gradient rows", CORRECT, [TT + "test_nonfinite_gradient_rows_are_reported_and_never_selected"]),
+    ("output folder not writable", ERROR, [TT + "test_not_writable_output_is_a_clear_error"]),
+    ("disk full (ENOSPC) while writing", RECOVERY, [TT + "test_disk_full_leaves_nothing_corrupt", TT + "test_not_enough_space_is_refused_before_any_work"]),
+    ("unsafe pickle in optimizer file (weights_only)", ERROR, [TB + "test_optimizer_file_with_pickled_code_is_never_executed"]),
+    ("missing model folder on the command line", ERROR, [TB + "test_missing_model_folder_is_named_on_the_command_line"]),
+    ("1 vs 2 processes bit-identical", CORRECT, ["tests/test_distributed.py::test_two_process_datastore_equals_single_process"]),
+]  # fmt: skip
 
 
-def run_catalogue() -> list[tuple[str, int, int, str]]:
-    """Run every test of the catalogue once; per case: (name, tried, passed, data lost)."""
-    nodes = sorted({n for ids in CATALOGUE.values() for n in ids})
+def _classify(expected: str, message: str) -> str:
+    """What a failed try did: ``silent-wrong`` (no error where one was due, or a wrong result) or ``traceback``."""
+    silent = ("DID NOT RAISE", "assert 0 == 2", "AssertionError")
+    if expected == ERROR and not any(s in message for s in silent):
+        return "traceback"
+    return "silent-wrong" if any(s in message for s in silent) or expected != ERROR else "traceback"
+
+
+def run_catalogue() -> list[tuple[str, str, int, int, int, str, int]]:
+    """Run every test of the catalogue once; per case: (name, class, tried, passed, silent-wrong, data lost,
+    traceback)."""
+    nodes = sorted({n for _, _, ids in CATALOGUE for n in ids})
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         subprocess.run(
@@ -106,18 +109,29 @@ def run_catalogue() -> list[tuple[str, int, int, str]]:
             stdout=subprocess.DEVNULL,
             check=False,
         )
-        outcomes: dict[str, list[bool]] = {}
+        outcomes: dict[str, list[str | None]] = {}  # node → per try: None (passed) or the failure message
         for case in ET.parse(xml).getroot().iter("testcase"):
             node = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name', '').split('[')[0]}"
-            failed = any(child.tag in ("failure", "error") for child in case)
-            skipped = any(child.tag == "skipped" for child in case)
-            if not skipped:
-                outcomes.setdefault(node, []).append(not failed)
+            if any(child.tag == "skipped" for child in case):
+                continue
+            failures = [child for child in case if child.tag in ("failure", "error")]
+            message = " ".join((f.get("message") or "") + (f.text or "") for f in failures)
+            outcomes.setdefault(node, []).append(message if failures else None)
     rows = []
-    for name, ids in CATALOGUE.items():
-        results = [ok for n in ids for ok in outcomes.get(n, [])]
-        tried, passed = len(results), sum(results)
-        rows.append((name, tried, passed, "0" if tried and passed == tried else "?"))
+    for name, expected, ids in CATALOGUE:
+        results = [r for n in ids for r in outcomes.get(n, [])]
+        failed = [_classify(expected, r) for r in results if r is not None]
+        rows.append(
+            (
+                name,
+                expected,
+                len(results),
+                len(results) - len(failed),
+                failed.count("silent-wrong"),
+                "0" if results and not failed else "?",
+                failed.count("traceback"),
+            )
+        )
     return rows
 
 
@@ -140,7 +154,7 @@ def lost_rows(out: Path, reference: Path) -> int:
     return lost
 
 
-def run_crash_trials(random_kills: int, seed: int) -> list[tuple[str, int, int, str]]:
+def run_crash_trials(random_kills: int, seed: int) -> list[tuple[str, str, int, int, int, str, int]]:
     from less_hf import build_datastore
 
     from reliability_helpers import CRASH_GRAD, CRASH_PROJ, crash_points, crash_pool, run_and_kill
@@ -162,13 +176,9 @@ def run_crash_trials(random_kills: int, seed: int) -> list[tuple[str, int, int, 
     build_seconds = time.perf_counter() - start
     again = work / "again"
     build_datastore(warmup_dir, crash_pool(), again, CRASH_GRAD, CRASH_PROJ)
+    same = lost_rows(again, reference)
     rows = [
-        (
-            "determinism: two uninterrupted builds, byte for byte",
-            1,
-            int(lost_rows(again, reference) == 0),
-            str(lost_rows(again, reference)),
-        )
+        ("determinism: two uninterrupted builds, byte for byte", CORRECT, 1, int(same == 0), int(same > 0), "0", 0)
     ]
 
     def trial(out: Path, condition, delay: float = 0.0) -> tuple[bool, int]:
@@ -179,7 +189,7 @@ def run_crash_trials(random_kills: int, seed: int) -> list[tuple[str, int, int, 
 
     for name in crash_points(work):
         killed, lost = trial(work / f"kill-{len(rows)}", crash_points(work / f"kill-{len(rows)}")[name])
-        rows.append((f"SIGKILL {name}, resume", 1, int(killed and lost == 0), str(lost)))
+        rows.append((f"SIGKILL {name}, resume", RECOVERY, 1, int(killed and lost == 0), 0, str(lost), 0))
     rng = random.Random(seed)
     results = []
     for k in range(random_kills):
@@ -191,9 +201,12 @@ def run_crash_trials(random_kills: int, seed: int) -> list[tuple[str, int, int, 
             (
                 f"SIGKILL at random times (0-{build_seconds:.0f} s into the build; {killed} killed before the end), "
                 "resume",
+                RECOVERY,
                 random_kills,
                 sum(k and lost == 0 for k, lost in results),
+                0,
                 str(sum(lost for _, lost in results)),
+                0,
             )
         )
     return rows
@@ -208,12 +221,18 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     start = time.perf_counter()
     rows = run_crash_trials(args.random_kills, args.seed) + run_catalogue()
-    lines = ["| case | tried | passed | data lost |", "|---|---|---|---|"]
-    lines += [f"| {name} | {tried} | {passed} | {lost} |" for name, tried, passed, lost in rows]
-    total = (sum(r[1] for r in rows), sum(r[2] for r in rows))
-    lost_total = sum(int(r[3]) for r in rows if r[3].isdigit())
-    unknown = any(not r[3].isdigit() for r in rows)
-    lines.append(f"| **all** | **{total[0]}** | **{total[1]}** | **{lost_total}{'+?' if unknown else ''}** |")
+    lines = [
+        "| case | expected outcome | tried | passed | silent-wrong | data lost | traceback |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(str(v) for v in row)} |" for row in rows]
+    tried, passed, silent, traceback = (sum(r[k] for r in rows) for k in (2, 3, 4, 6))
+    lost_total = sum(int(r[5]) for r in rows if r[5].isdigit())
+    unknown = "+?" if any(not r[5].isdigit() for r in rows) else ""
+    lines.append(
+        f"| **all ({len(rows)} cases)** | | **{tried}** | **{passed}** | **{silent}** | **{lost_total}{unknown}** | "
+        f"**{traceback}** |"
+    )
     table = "\n".join(lines)
     print(table)
     print(f"\n({time.perf_counter() - start:.0f} s)")

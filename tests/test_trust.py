@@ -366,3 +366,127 @@ def test_output_dir_holding_user_files_is_never_replaced(tmp_path, selected):
     assert (out / "notes.txt").read_text() == "keep me"
     with pytest.raises(SelectionFolderError, match="'.' or '/'"):
         save_selection(Path(os.curdir), {"t": subset}, {"t": scores}, metadata_for(meta, ["t"]))
+
+
+# ------------------------------------------------------------------------------------ more ways to break it
+
+
+def test_moved_warmup_folder_reuses_its_datastore_without_recomputing(warm, pool, tmp_path, monkeypatch):
+    from less_hf.gradients.featurizer import GradientFeaturizer
+
+    target = pool.select([0, 3])
+    selector = LESSSelector(warm, gradient_config=GRAD, projection_config=PROJ)
+    selector.select(pool, target, n=3)
+    moved = tmp_path / "moved" / "warm"
+    moved.parent.mkdir()
+    shutil.move(str(warm), str(moved))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a moved warmup's datastore and target features must be reused")
+
+    monkeypatch.setattr(GradientFeaturizer, "load", refuse)
+    again = LESSSelector(moved, gradient_config=GRAD, projection_config=PROJ)
+    again.select(pool, target, n=3)
+    assert np.array_equal(again.scores_["target"], selector.scores_["target"])
+
+
+def test_unrelated_pool_column_keeps_the_datastore_and_a_changed_row_does_not(warm, pool, tmp_path):
+    out = tmp_path / "ds"
+    created = build_datastore(warm, pool, out, GRAD, PROJ).manifest.created
+    relabelled = pool.map(lambda r: {"source": r["source"].upper()})
+    assert build_datastore(warm, relabelled, out, GRAD, PROJ).manifest.created == created  # features unaffected
+    rows = pool.to_list()
+    rows[10]["id"] = "renamed-10"
+    with pytest.raises(DatastoreMismatchError, match=r"pool\.content"):
+        build_datastore(warm, Dataset.from_list(rows), out, GRAD, PROJ)
+
+
+def test_changed_target_rows_or_labels_get_new_features(warm, pool, tmp_path):
+    from less_hf.datastore import build_target_features
+
+    selector = LESSSelector(warm, tmp_path / "ds", GRAD, PROJ)
+    store = selector.build_datastore(pool)
+    target = pool.select(range(4))
+    first = build_target_features(store, "t", target, selector.featurizer)
+    labelled = target.add_column("subtask", ["a", "a", "b", "b"])
+    second = build_target_features(store, "t", labelled, selector.featurizer)
+    rows = target.to_list()
+    rows[0]["messages"][1]["content"] = "something else"
+    third = build_target_features(store, "t", Dataset.from_list(rows), selector.featurizer)
+    assert len({first.directory, second.directory, third.directory}) == 3
+    assert second.subtasks == ["a", "a", "b", "b"]
+    assert not np.array_equal(first.features("checkpoint-3", 32)[0], third.features("checkpoint-3", 32)[0])
+
+
+def test_stale_part_folder_of_other_inputs_is_discarded(warm, pool, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    interrupt_build(warm, pool, out, GRAD, monkeypatch)
+    key_file = out / "pool" / "checkpoint-3.part" / "key.json"
+    key = json.loads(key_file.read_text())
+    key["checkpoint"]["files"]["adapter_model.safetensors"] = "0" * 64  # made from another adapter
+    key_file.write_text(json.dumps(key))
+    store = build_datastore(warm, pool, out, GRAD, PROJ)
+    fresh = build_datastore(warm, pool, tmp_path / "fresh", GRAD, PROJ)
+    got, want = features(store.directory), features(fresh.directory)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_corrupted_hash_cache_is_ignored(warm, pool, tmp_path):
+    build_datastore(warm, pool, tmp_path / "ds", GRAD, PROJ)
+    (tmp_path / "cache" / "file_hashes.json").write_text("{not json")
+    assert build_datastore(warm, pool, tmp_path / "ds", GRAD, PROJ).manifest.status == "complete"
+
+
+def test_flipped_npy_header_is_named_with_the_fix(warm, pool, tmp_path, capsys):
+    from less_hf.cli import main
+
+    from test_cli_errors import run_error
+
+    pool.to_json(str(tmp_path / "pool.jsonl"))
+    pool.select([0, 3]).to_json(str(tmp_path / "t.jsonl"))
+    argv = ["select", "--warmup-dir", str(warm), "--pool", str(tmp_path / "pool.jsonl"), "--target"]
+    argv += [f"t={tmp_path / 't.jsonl'}", "--datastore-dir", str(tmp_path / "ds"), "--max-length", "64"]
+    argv += ["--batch-size", "4", "--dims", "32", "--seed", "5", "--n", "3", "--device", "cpu"]
+    assert main([*argv, "--output-dir", str(tmp_path / "a")]) == 0
+    path = tmp_path / "ds" / "pool" / "checkpoint-3" / "d32.npy"
+    data = bytearray(path.read_bytes())
+    data[8:12] = b"\xff\xff\xff\xff"  # the header length and its first bytes
+    path.write_bytes(bytes(data))
+    message = run_error([*argv, "--output-dir", str(tmp_path / "b")], capsys)
+    assert "d32.npy" in message and "Delete" in message and "checkpoint-3" in message
+    assert not (tmp_path / "b").exists()
+
+
+def test_damaged_manifest_is_a_one_line_error_for_readers(warm, pool, tmp_path, capsys):
+    from less_hf.cli import main
+
+    from test_cli_errors import run_error
+
+    build_datastore(warm, pool, tmp_path / "ds", GRAD, PROJ)
+    (tmp_path / "ds" / "manifest.json").write_text('{"schema_version": 2, "checkpoints": [')
+    assert "manifest.json is damaged" in run_error(["info", str(tmp_path / "ds")], capsys)
+    assert main(["info", str(warm)]) == 0
+
+
+def test_modified_selection_files_are_refused(tmp_path, selected):
+    subset, scores, meta = selected
+    out = tmp_path / "sel"
+    save_selection(out, {"t": subset}, {"t": scores}, metadata_for(meta, ["t"]))
+    np.save(out / "scores" / "t.npy", scores[::-1].copy())
+    with pytest.raises(SelectionFolderError, match=r"t\.npy differs"):
+        load_selection(out)
+    save_selection(out, {"t": subset}, {"t": scores}, metadata_for(meta, ["t"]))
+    (out / "t" / "extra.arrow").write_bytes(b"x")
+    with pytest.raises(SelectionFolderError, match="inconsistent"):
+        load_selection(out)
+
+
+def test_selection_of_an_older_schema_is_refused(tmp_path, selected):
+    subset, scores, meta = selected
+    out = tmp_path / "sel"
+    save_selection(out, {"t": subset}, {"t": scores}, metadata_for(meta, ["t"]))
+    data = json.loads((out / "selection.json").read_text())
+    data["schema_version"] = 1
+    (out / "selection.json").write_text(json.dumps(data))
+    with pytest.raises(SelectionFolderError, match="schema_version 1.*select"):
+        load_selection(out)

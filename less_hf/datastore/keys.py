@@ -113,7 +113,8 @@ def dataset_digest(dataset, columns: list[str]) -> str:
     if len(dataset) == 0:
         return digest.hexdigest()
     for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=8192):
-        batch = batch.take(pa.array(range(len(batch)), type=pa.int64()))  # fresh buffers: a slice hashes as a copy
+        # fresh buffers (a slice hashes as a copy) and no schema metadata (datasets records a fingerprint there)
+        batch = batch.take(pa.array(range(len(batch)), type=pa.int64())).replace_schema_metadata(None)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_table(batch)
