@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, MissingFileError
-from .optimizer_state import CAPTURE_DIR, STATE_FILE, OptimizerMoments, load_optimizer_file, moments_from_hf_checkpoint
+from .optimizer_state import (
+    CAPTURE_DIR,
+    STATE_FILE,
+    OptimizerMoments,
+    check_state_values,
+    load_optimizer_file,
+    moments_from_hf_checkpoint,
+    optimizer_file,
+)
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -140,27 +148,8 @@ def check_checkpoint(checkpoint: CheckpointInfo) -> None:
     if checkpoint.captured:
         OptimizerMoments.load(path / CAPTURE_DIR)
     else:
-        optimizer = next((path / f for f in ("optimizer.pt", "optimizer.bin") if (path / f).is_file()), None)
-        if optimizer is None:
-            raise MissingFileError(
-                f"{path} has neither a less_hf capture nor optimizer.pt/optimizer.bin. Train with "
-                "GradientCaptureCallback, or keep `save_only_model=False` so the Trainer saves the optimizer."
-            )
-        saved = load_optimizer_file(optimizer)
-        for index, state in saved["state"].items():
-            for kind in ("exp_avg", "exp_avg_sq"):
-                if not bool(torch.isfinite(state[kind]).all()):
-                    raise InputError(
-                        f"{optimizer}: {kind} of parameter #{index} holds NaN/inf: the warmup diverged at or before "
-                        f"{path.name}. Re-run the warmup (lower learning rate, fp32), or delete this checkpoint."
-                    )
-            if bool((state["exp_avg_sq"] < 0).any()):
-                from ..errors import OptimizerStateError
-
-                raise OptimizerStateError(
-                    f"{optimizer}: exp_avg_sq of parameter #{index} has negative values; a second moment cannot be "
-                    "negative, so this file is corrupted or not Adam state."
-                )
+        optimizer = optimizer_file(path)
+        check_state_values(load_optimizer_file(optimizer), optimizer)
 
 
 def load_moments(checkpoint: CheckpointInfo, model, shapes: dict) -> OptimizerMoments:

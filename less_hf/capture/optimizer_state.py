@@ -197,13 +197,7 @@ def moments_from_hf_checkpoint(
     """
     from transformers import Trainer
 
-    checkpoint_dir = Path(checkpoint_dir)
-    path = next((checkpoint_dir / f for f in ("optimizer.pt", "optimizer.bin") if (checkpoint_dir / f).exists()), None)
-    if path is None:
-        raise MissingFileError(
-            f"{checkpoint_dir} has neither a less_hf capture nor optimizer.pt/optimizer.bin. Train with "
-            "GradientCaptureCallback, or keep `save_only_model=False` so the Trainer saves the optimizer."
-        )
+    path = optimizer_file(checkpoint_dir)
     saved = load_optimizer_file(path)
     decay = set(Trainer.get_decay_parameter_names(None, model))  # does not use self
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -230,6 +224,36 @@ def moments_from_hf_checkpoint(
     moments = OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)
     moments.check_values(str(path))
     return moments
+
+
+def optimizer_file(checkpoint_dir: str | os.PathLike) -> Path:
+    """The Trainer's ``optimizer.pt`` (or ``optimizer.bin``) of a checkpoint; a clear error when there is none."""
+    checkpoint_dir = Path(checkpoint_dir)
+    path = next(
+        (checkpoint_dir / f for f in ("optimizer.pt", "optimizer.bin") if (checkpoint_dir / f).is_file()), None
+    )
+    if path is None:
+        raise MissingFileError(
+            f"{checkpoint_dir} has neither a less_hf capture nor optimizer.pt/optimizer.bin. Train with "
+            "GradientCaptureCallback, or keep `save_only_model=False` so the Trainer saves the optimizer."
+        )
+    return path
+
+
+def check_state_values(saved: dict[str, Any], path: Path) -> None:
+    """Every parameter's moments in an optimizer state_dict are finite and its second moment is >= 0."""
+    for index, state in saved["state"].items():
+        for kind in ("exp_avg", "exp_avg_sq"):
+            if not bool(torch.isfinite(state[kind]).all()):
+                raise OptimizerStateError(
+                    f"{path}: {kind} of parameter #{index} holds NaN/inf: the warmup diverged at or before "
+                    f"{path.parent.name}. Re-run the warmup (lower learning rate, fp32), or delete this checkpoint."
+                )
+        if bool((state["exp_avg_sq"] < 0).any()):
+            raise OptimizerStateError(
+                f"{path}: exp_avg_sq of parameter #{index} has negative values; a second moment cannot be negative, "
+                "so this file is corrupted or not Adam state."
+            )
 
 
 def load_optimizer_file(path: Path) -> dict[str, Any]:
