@@ -490,3 +490,21 @@ def test_selection_of_an_older_schema_is_refused(tmp_path, selected):
     (out / "selection.json").write_text(json.dumps(data))
     with pytest.raises(SelectionFolderError, match="schema_version 1.*select"):
         load_selection(out)
+
+
+def test_model_identity_ignores_files_that_cannot_change_a_gradient(tiny_model_dir, tmp_path):
+    from less_hf.datastore.keys import model_identity
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    before = model_identity(str(copy))
+    (copy / "README.md").write_text("# my model")
+    (copy / "generation_config.json").write_text("{}")
+    assert model_identity(str(copy))["files"] == before["files"]
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{{ messages }}"
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    assert diff_keys(before, model_identity(str(copy))) == [
+        f"files.tokenizer_config.json: {before['files']['tokenizer_config.json'][:12]} → "
+        f"{model_identity(str(copy))['files']['tokenizer_config.json'][:12]}"
+    ]

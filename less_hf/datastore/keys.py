@@ -122,10 +122,45 @@ def dataset_digest(dataset, columns: list[str]) -> str:
     return digest.hexdigest()
 
 
+_IDENTITY = re.compile(
+    r"^(config\.json|(model|pytorch_model)[^/]*\.(safetensors|bin)(\.index\.json)?|tokenizer[^/]*|"
+    r"special_tokens_map\.json|added_tokens\.json|vocab\.[a-z]+|merges\.txt|chat_template\.[a-z]+|[^/]*\.model|"
+    r"[^/]*\.tiktoken)$"
+)
+
+
 def _identity_files(folder: Path) -> list[Path]:
-    """The files of a model folder that can change a gradient: config, weights, tokenizer and chat template."""
-    skip = re.compile(r"^(\.|README|LICEN[CS]E|USE_POLICY|NOTICE)|\.(md|txt\.lock)$", re.IGNORECASE)
-    return sorted(p for p in folder.iterdir() if p.is_file() and not skip.search(p.name))
+    """The files of a model folder that can change a gradient: config, weights, tokenizer and chat template (not
+    README, generation config or anything else a later download may add)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and _IDENTITY.match(p.name))
+
+
+_MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken"]
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot folder of a Hub model: from the cache, else (when online) downloaded, as `from_pretrained`
+    would; a clear error when neither works."""
+    from huggingface_hub import snapshot_download
+
+    from ..errors import MissingFileError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not in the local cache (or not a repo id at all)
+        pass
+    error: Exception | None = None
+    if not os.environ.get("HF_HUB_OFFLINE"):
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=_MODEL_FILES))
+        except Exception as err:  # noqa: BLE001 - offline, no such repo, no access
+            error = err
+    raise MissingFileError(
+        f"Base model {repo_id!r} is neither a local folder nor in the local Hugging Face cache"
+        + (f" (downloading it failed: {type(error).__name__})" if error else "")
+        + f". Pass its folder with --base-model (base_model=...); a relative path is read from the current "
+        f"directory ({Path.cwd()})."
+    ) from None
 
 
 def model_identity(base_model: str) -> dict[str, Any]:
@@ -136,19 +171,8 @@ def model_identity(base_model: str) -> dict[str, Any]:
     """
     folder, revision = Path(base_model).expanduser(), None
     if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(base_model, local_files_only=True))
-            revision = folder.name
-        except Exception as err:  # noqa: BLE001 - any failure: the model is not available offline
-            from ..errors import MissingFileError
-
-            raise MissingFileError(
-                f"Base model {base_model!r} is neither a local folder nor in the local Hugging Face cache "
-                f"({type(err).__name__}). Pass its folder with --base-model (base_model=...); a relative path is "
-                f"read from the current directory ({Path.cwd()})."
-            ) from None
+        folder = _hub_snapshot(base_model)
+        revision = folder.name
     files = {p.name: file_digest(p) for p in _identity_files(folder)}
     if "config.json" not in files:
         from ..errors import InputError

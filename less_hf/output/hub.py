@@ -157,15 +157,20 @@ def export_selection(
     """
     from datasets import load_from_disk
 
-    selection = load_selection(selection_dir)
+    from ..datastore.atomic import write_atomic
+
+    selection = load_selection(selection_dir)  # checks the folder and every name read back from it
     out = Path(export_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
     for name in selection["targets"]:
         subset = load_from_disk(str(Path(selection_dir) / name))
+        final = out / "data" / f"{name}-00000-of-00001.parquet"
+        write_atomic(final, lambda f, subset=subset: subset.to_parquet(f))  # never half a parquet file
         for stale in (out / "data").glob(f"{name}-*.parquet"):
-            stale.unlink()
-        subset.to_parquet(str(out / "data" / f"{name}-00000-of-00001.parquet"))
-    dataset_card(selection, repo_id).save(out / "README.md")
+            if stale != final:
+                stale.unlink()
+    card = str(dataset_card(selection, repo_id))
+    write_atomic(out / "README.md", lambda f: f.write(card), mode="w")  # last: a card means every file is there
     logger.info("Exported %d subsets to %s", len(selection["targets"]), out)
     return out
 

@@ -22,6 +22,12 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _key_digest(key: dict[str, Any]) -> str | None:
+    from ..datastore.keys import key_digest, strip_sources
+
+    return key_digest(strip_sources(key))[:16] if key else None
+
+
 def describe_datastore(path: Path) -> dict[str, Any]:
     """Manifest summary of a datastore: model, checkpoints + weights, dims, dtype, rows, valid rows, size on disk."""
     import numpy as np
@@ -48,6 +54,7 @@ def describe_datastore(path: Path) -> dict[str, Any]:
         "valid_rows": int(np.load(valid_file).sum()) if valid_file.exists() else None,
         "feature_params": manifest.num_params,
         "dataset_fingerprint": manifest.dataset_fingerprint,
+        "key": _key_digest(manifest.key),
         "size_on_disk": _size(path),
         "created": manifest.created,
     }
@@ -135,6 +142,7 @@ def format_description(info: dict[str, Any]) -> str:
     if info["kind"] == "datastore":
         lines += [
             f"  status:       {info['status']}",
+            f"  content key:  {info['key']}",
             f"  base model:   {info['base_model']}",
             f"  rows:         {info['rows']:,} ({info['valid_rows']:,} with a supervised token)"
             if info["valid_rows"] is not None

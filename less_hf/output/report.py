@@ -286,6 +286,9 @@ def write_report(selection_dir: str | os.PathLike, output_dir: str | os.PathLike
     out.mkdir(parents=True, exist_ok=True)
     parts = build_report(selection_dir)
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(render_html(parts), encoding="utf-8")
-    md_path.write_text(render_markdown(parts, out / "report_files", "report_files"), encoding="utf-8")
+    from ..datastore.atomic import write_atomic
+
+    html, markdown = render_html(parts), render_markdown(parts, out / "report_files", "report_files")
+    write_atomic(html_path, lambda f: f.write(html.encode("utf-8")))
+    write_atomic(md_path, lambda f: f.write(markdown.encode("utf-8")))
     return {"html": html_path, "markdown": md_path}
