@@ -199,7 +199,7 @@ def run_crash_trials(random_kills: int, seed: int) -> list[tuple[str, str, int, 
         killed = sum(k for k, _ in results)
         rows.append(
             (
-                f"SIGKILL at random times (0-{build_seconds:.0f} s into the build; {killed} killed before the end), "
+                f"SIGKILL at random times (0-{build_seconds:.1f} s into the build; {killed} killed before the end), "
                 "resume",
                 RECOVERY,
                 random_kills,
