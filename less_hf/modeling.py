@@ -55,7 +55,15 @@ def base_model_of(checkpoint: str | os.PathLike) -> str:
         base = json.loads(config.read_text()).get("base_model_name_or_path")
         if base:
             return base
-    raise InputError(f"Cannot tell which base model {checkpoint} was trained from: pass base_model=... explicitly.")
+    if not config.exists():
+        raise InputError(
+            f"{checkpoint} holds no LoRA adapter (no adapter_config.json): LESS needs a peft LoRA warmup, not a full "
+            "fine-tune. Train with peft_config=LoraConfig(...) (less_hf.warmup does), or, if the save was "
+            "interrupted, delete that checkpoint folder."
+        )
+    raise InputError(
+        f"Cannot tell which base model {checkpoint} was trained from: pass base_model=... (--base-model) explicitly."
+    )
 
 
 def load_tokenizer(path: str):

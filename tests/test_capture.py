@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from less_hf import GradientCaptureCallback, find_checkpoints, warmup
+from less_hf import GradientCaptureCallback, LessHFError, find_checkpoints, warmup
 from less_hf.capture import OptimizerMoments, checkpoint_weights, moments_from_hf_checkpoint
 from less_hf.capture.optimizer_state import CAPTURE_DIR, canonical_name, check_adam
 
@@ -355,3 +355,92 @@ def test_background_write_error_is_raised(tmp_path):
     with pytest.raises(RuntimeError, match="writing the Adam moments failed"):
         callback.wait()
     callback.wait()  # the error is reported once
+
+
+# ---------------------------------------------------------------------------------- checks at train start
+
+
+def _trainer(model, tokenizer, pool, out, **args_kwargs):
+    from transformers import Trainer, TrainingArguments
+
+    from less_hf.gradients import collate
+    from less_hf.tokenization import tokenize_dataset
+
+    data = tokenize_dataset(pool.select(range(8)), tokenizer, max_length=64)
+    fields = dict(
+        output_dir=str(out),
+        num_train_epochs=2,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="epoch",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        learning_rate=1e-3,
+    )
+    fields.update(args_kwargs)
+    return Trainer(
+        model=model,
+        args=TrainingArguments(**fields),
+        train_dataset=data,
+        data_collator=lambda rows: collate(rows, tokenizer.pad_token_id),
+        callbacks=[GradientCaptureCallback()],
+    )
+
+
+def test_full_fine_tune_is_refused_at_train_start(tiny_model_dir, tokenizer, pool, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(LessHFError, match=r"no peft adapter.*full fine-tune.*peft_config=LoraConfig"):
+        _trainer(model, tokenizer, pool, tmp_path / "full").train()
+    assert not list((tmp_path / "full").glob("checkpoint-*"))
+
+
+def test_dora_is_refused_at_train_start(tiny_model_dir, tokenizer, pool, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], use_dora=True))
+    with pytest.raises(LessHFError, match="use_dora=False"):
+        _trainer(model, tokenizer, pool, tmp_path / "dora").train()
+
+
+def test_save_strategy_no_is_refused_before_training(tiny_model_dir, tokenizer, pool, tmp_path):
+    with pytest.raises(LessHFError, match="save_strategy='no'"):
+        _trainer(lora_model(tiny_model_dir), tokenizer, pool, tmp_path / "no", save_strategy="no").train()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ({"save_total_limit": 1}, 1),
+        ({"save_strategy": "steps"}, 1),  # default save_steps=500 with 8 steps: only the final save
+        ({"save_strategy": "steps", "save_steps": 3}, 3),  # steps 3, 6 and the final 8
+        ({}, 2),
+    ],
+)
+def test_save_plan_is_counted_and_a_single_checkpoint_warned(tiny_model_dir, tokenizer, pool, tmp_path, args,
+                                                              expected, caplog):  # fmt: skip
+    import logging
+
+    trainer = _trainer(lora_model(tiny_model_dir), tokenizer, pool, tmp_path / "plan", **args)
+    with caplog.at_level(logging.WARNING):
+        trainer.train()
+    assert len(find_checkpoints(tmp_path / "plan")) == expected
+    assert ("will leave 1 checkpoint" in caplog.text) == (expected == 1)
+
+
+def test_base_model_is_recorded_as_an_absolute_path(tiny_model_dir, tokenizer, pool, tmp_path, monkeypatch):
+    import os
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.chdir(Path(tiny_model_dir).parent)
+    relative = os.path.basename(tiny_model_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(relative), LoraConfig(r=4, target_modules=["q_proj"]))
+    _trainer(model, tokenizer, pool, tmp_path / "rel", num_train_epochs=1).train()
+    state = json.loads((tmp_path / "rel" / "checkpoint-4" / CAPTURE_DIR / "state.json").read_text())
+    assert state["base_model_name_or_path"] == str(Path(tiny_model_dir).resolve())

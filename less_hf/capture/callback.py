@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import math
 import threading
 import time
 import weakref
@@ -19,13 +20,64 @@ logger = logging.get_logger(__name__)
 
 
 def _base_model_path(model: Any) -> str | None:
+    """The base model as recorded by peft (or the model's config), made absolute when it is a local folder, so a
+    selection run from any directory finds it."""
     config = getattr(model, "peft_config", None)
+    path = None
     if config:
         first = next(iter(config.values()))
-        if getattr(first, "base_model_name_or_path", None):
-            return first.base_model_name_or_path
-    inner = getattr(model, "config", None)
-    return getattr(inner, "_name_or_path", None)
+        path = getattr(first, "base_model_name_or_path", None)
+    path = path or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if path and Path(path).expanduser().is_dir():
+        return str(Path(path).expanduser().resolve())
+    return path
+
+
+def check_lora_model(model: Any, adapter_name: str = "default") -> None:
+    """Refuse, with the fix, a model LESS cannot featurize: no peft adapter (a full fine-tune), another peft method,
+    or DoRA (its magnitude vectors are not LoRA linear weights)."""
+    configs = getattr(model, "peft_config", None)
+    if not configs:
+        raise InputError(
+            "GradientCaptureCallback: the model has no peft adapter, so this is a full fine-tune. LESS computes "
+            "per-example gradients of LoRA weights: pass peft_config=LoraConfig(r=128, lora_alpha=512, "
+            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'], task_type='CAUSAL_LM') to SFTTrainer, or "
+            "wrap the model with peft.get_peft_model before training."
+        )
+    config = configs.get(adapter_name)
+    if config is None:
+        raise InputError(
+            f"GradientCaptureCallback(adapter_name={adapter_name!r}): the model's adapters are {sorted(configs)}; "
+            "pass the name of the one being trained."
+        )
+    kind = str(getattr(config, "peft_type", "")).rsplit(".", 1)[-1]
+    if kind != "LORA":
+        raise InputError(f"GradientCaptureCallback: the adapter is {kind}, not LoRA; LESS needs a LoraConfig.")
+    if getattr(config, "use_dora", False):
+        raise InputError(
+            "GradientCaptureCallback: the LoRA config has use_dora=True; less_hf's per-example gradients cover "
+            "LoRA linear weights only, not DoRA's magnitude vectors. Set use_dora=False for the warmup."
+        )
+
+
+def planned_checkpoints(args: TrainingArguments, state: TrainerState) -> int | None:
+    """How many checkpoints the Trainer will leave on disk (None when it cannot be known in advance, e.g. 'best')."""
+    strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
+    max_steps = int(state.max_steps or 0)
+    if strategy == "no":
+        return 0
+    if strategy == "epoch":
+        epochs = int(state.num_train_epochs or math.ceil(args.num_train_epochs))
+        count = max(1, epochs)
+    elif strategy == "steps":
+        every = state.save_steps or args.save_steps
+        every = math.ceil(every * max_steps) if 0 < every < 1 else int(every)
+        count = max_steps // every + (1 if max_steps % every else 0) if every > 0 else 1
+    else:
+        return None
+    if args.save_total_limit:
+        count = min(count, int(args.save_total_limit))
+    return count
 
 
 class GradientCaptureCallback(TrainerCallback):
@@ -101,7 +153,37 @@ class GradientCaptureCallback(TrainerCallback):
         model = kwargs.get("model")
         if model is not None and not any(p.requires_grad for p in model.parameters()):
             raise InputError("The model has no trainable parameters; wrap it with peft LoRA before training.")
+        if model is not None:
+            check_lora_model(model, self.adapter_name)
+        self._check_save_plan(args, state)
         self._lrs, self._steps = [], []
+
+    def _check_save_plan(self, args: TrainingArguments, state: TrainerState) -> None:
+        """Refuse a run that will leave no checkpoint; warn when it leaves one (η̄ = 1: LESS averages over several)
+        or takes fewer optimizer steps than it saves checkpoints (a checkpoint with no step of its own)."""
+        count = planned_checkpoints(args, state)
+        if count == 0:
+            raise InputError(
+                "GradientCaptureCallback: save_strategy='no' saves no checkpoint, so nothing can be captured. Use "
+                "save_strategy='epoch' (one checkpoint per epoch, as LESS does)."
+            )
+        if count == 1 and state.is_world_process_zero:
+            logger.warning(
+                "GradientCaptureCallback: this run will leave 1 checkpoint (save_strategy=%s, save_steps=%s, "
+                "save_total_limit=%s, %d steps), so LESS scores with a single checkpoint (η̄ = 1). The paper uses one "
+                "per epoch: save_strategy='epoch' with num_train_epochs >= 2 and save_total_limit=None.",
+                args.save_strategy,
+                args.save_steps,
+                args.save_total_limit,
+                state.max_steps,
+            )
+        if count and state.max_steps and state.max_steps < count and state.is_world_process_zero:
+            logger.warning(
+                "GradientCaptureCallback: %d optimizer steps for %d checkpoints: some checkpoint will follow no step "
+                "of its own. Warm up on more rows (or a smaller batch / accumulation).",
+                state.max_steps,
+                count,
+            )
 
     def on_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -124,6 +206,12 @@ class GradientCaptureCallback(TrainerCallback):
         moments = moments_from_optimizer(optimizer, model, self.adapter_name)
         peft_config = getattr(model, "peft_config", {}).get(self.adapter_name)
         lrs = self._lrs or [float(optimizer.param_groups[0]["lr"])]
+        if sum(lrs) <= 0:
+            logger.warning(
+                "GradientCaptureCallback: %s used learning rate 0 for all its steps (η̄ = 0), so it will not count "
+                "in the score. Its steps fall in the schedule's warmup or end: warm up on more rows or steps.",
+                checkpoint.name,
+            )
         metadata = {
             "global_step": state.global_step,
             "epoch": state.epoch,
