@@ -5,6 +5,7 @@ Public API::
     from less_hf import GradientCaptureCallback, LESSSelector, warmup
 """
 
+from . import _logging  # noqa: F401  (less_hf logs and shows progress the transformers way)
 from ._version import __version__
 from .capture import GradientCaptureCallback, OptimizerMoments, find_checkpoints  # noqa: E402
 from .config import (  # noqa: E402

@@ -24,7 +24,7 @@ from .errors import InputError
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
-FORMATS = ("messages", "prompt_completion", "text")
+FORMATS = ("messages", "prompt_completion", "text", "tokenized")
 TRUNCATIONS = ("keep_completion", "right")
 _SENTINEL = "LESSHFCONTENTSENTINEL"
 
@@ -42,20 +42,28 @@ def detect_format(column_names: Sequence[str]) -> str:
         return "prompt_completion"
     if "text" in cols:
         return "text"
+    if "input_ids" in cols:
+        return "tokenized"
     raise InputError(
         f"Cannot tell the dataset format from its columns {sorted(cols)}. less_hf accepts TRL's formats: a "
-        "'messages' column (chat), 'prompt' + 'completion' columns, or a 'text' column. Rename your columns "
-        "(e.g. `dataset.rename_column('conversations', 'messages')`)."
+        "'messages' column (chat), 'prompt' + 'completion' columns, or a 'text' column; or tokenized rows "
+        "('input_ids', optional 'labels' with -100 on unsupervised tokens, optional 'attention_mask'). Rename your "
+        "columns (e.g. `dataset.rename_column('conversations', 'messages')`)."
     )
 
 
-FORMAT_COLUMNS = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}
+FORMAT_COLUMNS = {
+    "messages": ["messages"],
+    "prompt_completion": ["prompt", "completion"],
+    "text": ["text"],
+    "tokenized": ["input_ids", "labels", "attention_mask"],
+}
 
 
 def feature_columns(dataset, extra: Sequence[str] = ()) -> list[str]:
     """The columns whose content decides a row's tokens (its format's columns), plus ``id`` and any ``extra`` ones
     present: what a content key of the rows must cover."""
-    columns = list(FORMAT_COLUMNS[detect_format(dataset.column_names)])
+    columns = [c for c in FORMAT_COLUMNS[detect_format(dataset.column_names)] if c in dataset.column_names]
     return columns + [c for c in ("id", *extra) if c in dataset.column_names and c not in columns]
 
 
@@ -135,6 +143,30 @@ def render_row(
     raise InputError(f"Unknown format {fmt!r}; expected one of {FORMATS}.")
 
 
+def _tokenized_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[bool]]:
+    """Token ids and supervision of an already tokenized row: ``labels`` != -100 (every token without ``labels``);
+    positions with ``attention_mask`` 0 (padding) are dropped."""
+    ids = list(row["input_ids"])
+    labels = row.get("labels")
+    supervised = [True] * len(ids) if labels is None else [int(label) != IGNORE_INDEX for label in labels]
+    if len(supervised) != len(ids):
+        raise InputError(f"'labels' has {len(supervised)} entries but 'input_ids' has {len(ids)}.")
+    mask = row.get("attention_mask")
+    if mask is not None:
+        if len(mask) != len(ids):
+            raise InputError(f"'attention_mask' has {len(mask)} entries but 'input_ids' has {len(ids)}.")
+        keep = [i for i, m in enumerate(mask) if m]
+        ids, supervised = [ids[i] for i in keep], [supervised[i] for i in keep]
+    vocab = len(tokenizer)
+    bad = next((t for t in ids if not 0 <= int(t) < vocab), None)
+    if bad is not None:
+        raise InputError(
+            f"token id {bad} is outside the vocabulary of the warmup's tokenizer ({vocab} tokens): these rows were "
+            "tokenized with another tokenizer. Tokenize them with the base model's tokenizer, or pass text rows."
+        )
+    return [int(t) for t in ids], supervised
+
+
 def tokenize_row(
     row: dict[str, Any],
     tokenizer: PreTrainedTokenizerBase,
@@ -150,12 +182,14 @@ def tokenize_row(
     """
     if truncation not in TRUNCATIONS:
         raise InputError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
-    text, spans, add_special = render_row(row, tokenizer, fmt)
-    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    offsets = enc["offset_mapping"]
-    # special tokens added by the tokenizer (e.g. BOS) have empty (0, 0) offsets: never supervised
-    supervised = [end > start and any(s <= start < e for s, e in spans) for start, end in offsets]
+    if fmt == "tokenized":
+        ids, supervised = _tokenized_row(row, tokenizer)
+    else:
+        text, spans, add_special = render_row(row, tokenizer, fmt)
+        enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        # special tokens added by the tokenizer (e.g. BOS) have empty (0, 0) offsets: never supervised
+        supervised = [end > start and any(s <= start < e for s, e in spans) for start, end in enc["offset_mapping"]]
     truncated = len(ids) > max_length
     if truncated:
         if truncation == "keep_completion":
@@ -170,6 +204,11 @@ def tokenize_row(
 
 def _check_fields(row: dict[str, Any], fmt: str) -> None:
     """A clear error for a row whose format columns are missing or of the wrong type."""
+    if fmt == "tokenized":
+        ids = row.get("input_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(t, int) for t in ids):
+            raise InputError(f"'input_ids' must be a non-empty list of token ids, got {str(ids)[:80]}.")
+        return
     fields = {"messages": ("messages",), "prompt_completion": ("prompt", "completion"), "text": ("text",)}[fmt]
     for name in fields:
         value = row.get(name)

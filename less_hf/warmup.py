@@ -77,6 +77,17 @@ def warmup(
     tokenized = tokenized.filter(lambda r: r["num_supervised"] > 0)
     if len(tokenized) == 0:
         raise InputError("No warmup row keeps a supervised token within max_length; raise max_length.")
+    steps_per_epoch = -(-len(tokenized) // (config.per_device_batch_size * config.gradient_accumulation_steps))
+    if steps_per_epoch < 2:
+        logger.warning(
+            "The warmup trains on %d rows: %d optimizer step per epoch (batch %d x accumulation %d), so its learning "
+            "rate schedule barely starts and a checkpoint may get η̄ near 0. Warm up on more rows (--fraction / "
+            "--num-rows) or use a smaller --gradient-accumulation-steps.",
+            len(tokenized),
+            steps_per_epoch,
+            config.per_device_batch_size,
+            config.gradient_accumulation_steps,
+        )
     bf16 = (
         config.bf16 if config.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     )
@@ -100,6 +111,7 @@ def warmup(
         report_to=[],
         remove_unused_columns=False,
         save_only_model=False,
+        dataloader_pin_memory=torch.cuda.is_available(),  # on CPU torch warns about pin_memory every epoch
     )
     args.update(training_kwargs)
     trainer = Trainer(

@@ -135,3 +135,14 @@ def warmup_dir(tmp_path_factory, tiny_model_dir, pool):
     out = tmp_path_factory.mktemp("warmup")
     warmup(tiny_model_dir, pool, out, tiny_warmup_config(), use_cpu=True, disable_tqdm=True)
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _less_hf_logs_reach_caplog():
+    """less_hf logs like transformers (its own handler, no propagation); tests capture records at the root."""
+    import logging
+
+    import less_hf  # noqa: F401  (configures the less_hf logger)
+
+    logging.getLogger("less_hf").propagate = True
+    yield

@@ -260,3 +260,49 @@ def test_chat_row_without_chat_template(tokenizer):
         tokenize_dataset(ds, plain)
     # string formats still work without a template
     assert tokenize_dataset(Dataset.from_list([{"prompt": "a", "completion": " b"}]), plain)[0]["num_supervised"] > 0
+
+
+def test_pre_tokenized_rows_give_the_same_features_as_their_text(warmup_dir, pool, tokenizer, tmp_path):
+    """Rows as plain-Trainer scripts make them (input_ids, attention_mask, labels with -100) are a pool like any
+    other: the same tokens and loss mask give bit-identical LESS features."""
+    import numpy as np
+    from datasets import Dataset
+
+    from less_hf import GradientConfig, ProjectionConfig, build_datastore
+
+    grad, proj = GradientConfig(max_length=64, batch_size=4, device="cpu"), ProjectionConfig(dims=[32])
+    text = pool.select(range(12))
+    tokenized = tokenize_dataset(text, tokenizer, max_length=64)
+    padded = []
+    for row in tokenized:  # right-padded to one length, as a collator would
+        pad = 40 - len(row["input_ids"])
+        padded.append(
+            {
+                "input_ids": row["input_ids"] + [tokenizer.pad_token_id] * pad,
+                "attention_mask": [1] * len(row["input_ids"]) + [0] * pad,
+                "labels": row["labels"] + [-100] * pad,
+            }
+        )
+    a = build_datastore(warmup_dir, text, tmp_path / "text", grad, proj)
+    b = build_datastore(warmup_dir, Dataset.from_list(padded), tmp_path / "ids", grad, proj)
+    for checkpoint in ("checkpoint-3", "checkpoint-6"):
+        assert np.array_equal(a.pool_features(checkpoint, 32), b.pool_features(checkpoint, 32))
+    assert np.array_equal(a.valid, b.valid)
+
+
+def test_tokenized_rows_without_labels_supervise_every_token(tokenizer):
+    from datasets import Dataset
+
+    out = tokenize_dataset(Dataset.from_list([{"input_ids": [5, 6, 7, 8]}]), tokenizer, max_length=16)
+    assert out[0]["labels"] == [5, 6, 7, 8] and out[0]["num_supervised"] == 3
+
+
+def test_tokenized_rows_of_another_tokenizer_are_refused(tokenizer):
+    from datasets import Dataset
+
+    from less_hf.errors import InputError
+
+    with pytest.raises(InputError, match=r"row 0: token id 99999 is outside the vocabulary .*another tokenizer"):
+        tokenize_dataset(Dataset.from_list([{"input_ids": [5, 99999]}]), tokenizer, max_length=16)
+    with pytest.raises(InputError, match="'labels' has 1 entries but 'input_ids' has 2"):
+        tokenize_dataset(Dataset.from_list([{"input_ids": [5, 6], "labels": [5]}]), tokenizer, max_length=16)

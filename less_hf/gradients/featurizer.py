@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .._logging import progress
 from ..capture.checkpoints import CheckpointInfo, load_moments
 from ..config import GradientConfig
 from ..modeling import (
@@ -136,7 +136,7 @@ class GradientFeaturizer:
             return
         self.load(checkpoint)
         pad_id = self.tokenizer.pad_token_id
-        bar = tqdm(
+        bar = progress(
             total=sum(len(b) for b in mine),
             desc=f"{desc} [{checkpoint.path.name}]",
             unit="row",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .._logging import progress
 from ..datastore import Datastore, TargetFeatures
 from ..errors import InputError
 from .aggregate import subtask_directions
@@ -59,7 +59,7 @@ def score_datastore(
     scores = {t.name: np.empty(n, dtype=np.float32) for t in targets}
     readers = [datastore.pool_reader(c, dim) for c in checkpoints]
     try:
-        for lo in tqdm(range(0, n, block_rows), desc="Scoring", unit="block", disable=n <= block_rows):
+        for lo in progress(range(0, n, block_rows), desc="Scoring", unit="block", disable=n <= block_rows):
             hi = min(n, lo + block_rows)
             acc = torch.zeros((hi - lo, start), dtype=torch.float32)
             for w, reader, matrix in zip(weights, readers, stacked):

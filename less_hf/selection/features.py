@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from .._logging import progress
+from ..errors import InputError
 from ..tokenization import detect_format, render_row
 
 logger = logging.get_logger(__name__)
@@ -21,12 +22,20 @@ def _content(value: Any) -> str:
     return str(value)
 
 
+NEEDS_TEXT = (
+    "This method reads the rows' text, but these rows are tokenized (input_ids): use method 'less' (or 'random'), "
+    "or pass rows in a text format (messages, prompt+completion, text)."
+)
+
+
 def row_text(row: dict[str, Any], fmt: str) -> str:
     """The plain text of a row (every turn's content, no chat markup), for lexical and sentence-embedding methods."""
     if fmt == "messages":
         return _content(row["messages"])
     if fmt == "prompt_completion":
         return _content(row["prompt"]) + "\n" + _content(row["completion"])
+    if fmt == "tokenized":
+        raise InputError(NEEDS_TEXT)
     return str(row["text"])
 
 
@@ -100,6 +109,8 @@ class MeanPoolEncoder:
         if not self.chat:
             return dataset_texts(dataset), True
         fmt = detect_format(dataset.column_names)
+        if fmt == "tokenized":
+            raise InputError(NEEDS_TEXT)
         rendered = [render_row(row, self._tokenizer, fmt) for row in dataset]
         return [text for text, _, _ in rendered], bool(rendered and rendered[0][2])
 
@@ -110,7 +121,7 @@ class MeanPoolEncoder:
         lengths = [len(t) for t in texts]
         order = np.argsort(lengths)[::-1]
         out = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
-        for lo in tqdm(range(0, len(texts), self.batch_size), desc="Encoding", disable=len(texts) < 256):
+        for lo in progress(range(0, len(texts), self.batch_size), desc="Encoding", disable=len(texts) < 256):
             idx = order[lo : lo + self.batch_size]
             enc = self._tokenizer(
                 [texts[i] for i in idx],
