@@ -18,6 +18,7 @@ from .config import (  # noqa: E402
 )
 from .datastore import Datastore, build_datastore  # noqa: E402
 from .errors import LessHFError  # noqa: E402
+from .output import export, push_to_hub, report  # noqa: E402
 from .projection import DenseProjector, SparseProjector, build_projector  # noqa: E402
 from .selection import (  # noqa: E402
     SELECTORS,
@@ -57,8 +58,11 @@ __all__ = [
     "__version__",
     "build_datastore",
     "build_projector",
+    "export",
     "find_checkpoints",
     "get_selector",
+    "push_to_hub",
+    "report",
     "tokenize_dataset",
     "warmup",
 ]

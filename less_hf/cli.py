@@ -318,21 +318,6 @@ def _make_selector(method: str, args: argparse.Namespace):
     return SELECTORS[method]()
 
 
-def _method_settings(method: str, selector) -> dict[str, Any]:
-    """Provenance of the method's settings for selection.json (LESS and TSDS-on-gradients add the warmup's)."""
-    from .output.provenance import less_settings
-
-    if method == "less":
-        return less_settings(selector)
-    settings: dict[str, Any] = {
-        k: v for k, v in vars(selector).items() if isinstance(v, (str, int, float, bool, type(None)))
-    }
-    config = getattr(selector, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        settings["config"] = config.to_dict()
-    return settings
-
-
 def _cmd_build(args: argparse.Namespace) -> int:
     from .output.info import describe, format_description
 
@@ -344,8 +329,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .output.provenance import save_selection, selection_metadata
-
     for cls in (GradientConfig, ProjectionConfig, SelectionConfig, TSDSConfig):
         config_from_args(args, cls)  # every value is checked before any work, used by this method or not
 
@@ -366,17 +349,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         results = {"combined": results}
     if not _is_main_process():
         return 0  # under `accelerate launch` every process scores; only the main one writes
-    metadata = selection_metadata(
-        pool,
-        targets,
-        results,
-        {name: selector.scores_[name] for name in results},
-        args.method,
-        _method_settings(args.method, selector),
-        args.source_column,
-        args.pool,
-    )
-    out = save_selection(args.output_dir, results, {name: selector.scores_[name] for name in results}, metadata)
+    out = selector.save(args.output_dir, source_column=args.source_column, pool_spec=args.pool)
     for name, subset in results.items():
         print(f"{name}: selected {len(subset)} of {len(pool)} rows → {out / name}")
     print(f"Provenance in {out / 'selection.json'}; next: `less-hf report {out}` or `less-hf export {out} DIR`.")
@@ -395,7 +368,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .output.hub import export_selection
 
     folder = export_selection(args.selection_dir, args.export_dir, args.repo_id)
-    print(f"Exported to {folder}; load it with datasets.load_dataset({str(folder)!r}, name=TARGET)")
+    print(
+        f"Exported to {folder}; load a target with datasets.load_dataset('parquet', "
+        f"data_files='{folder}/data/TARGET-*.parquet', split='train') (or push it and load it by repo id)"
+    )
     return 0
 
 

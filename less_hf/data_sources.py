@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import InputError, MissingFileError
@@ -64,7 +65,13 @@ def load_data(spec: str | os.PathLike):
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return _non_empty(_one_split(_load(lambda: load_from_disk(str(path)), spec), spec, split), spec)
-        return _non_empty(_load(lambda: load_dataset(str(path), split=split or "train"), spec), spec)
+        # a private cache: `datasets` keys a local folder's cache by its name, so a folder rewritten in place (or
+        # another folder of the same name) would load stale rows from a shared cache
+        cache = tempfile.mkdtemp(prefix="less_hf_load_")
+        return _non_empty(
+            _load(lambda: load_dataset(str(path), split=split or "train", cache_dir=cache, keep_in_memory=True), spec),
+            spec,
+        )
     suffix = path.suffix.lower()
     if path.exists():
         if suffix not in FILE_BUILDERS:

@@ -114,18 +114,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     t_sel = time.perf_counter()
 
     print("[4/4] Selected subsets:", flush=True)
-    from .output.provenance import less_settings, save_selection, selection_metadata
-
-    metadata = selection_metadata(
-        pool,
-        targets,
-        selected,
-        selector.scores_,
-        "less",
-        less_settings(selector),
-        pool_spec="less_hf.assets.load_pool",
-    )
-    save_selection(out / "selected", selected, selector.scores_, metadata)
+    selector.save(out / "selected", pool_spec="less_hf.assets.load_pool")
     for name, subset in selected.items():
         path = out / "selected" / name
         mix = collections.Counter(subset["source"])

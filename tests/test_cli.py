@@ -277,3 +277,16 @@ def test_select_combined_mode_writes_one_subset(cli_run):
     args += ["--target", f"again={cli_run / 'add.jsonl'}", "--output-dir", str(out), "--method", "bm25"]
     assert main([*args, "--mode", "combined", "--n", "3"]) == 0
     assert len(load_from_disk(str(out / "combined"))) == 3
+
+
+def test_load_data_of_a_folder_rewritten_in_place_is_never_stale(tmp_path):
+    """`datasets` caches a local data-files folder by its name; load_data must read what is there now."""
+    from datasets import Dataset
+
+    for n in (5, 3):
+        folder = tmp_path / f"run{n}" / "export"
+        (folder / "data").mkdir(parents=True)
+        Dataset.from_dict({"text": [str(i) for i in range(n)]}).to_parquet(str(folder / "data" / "t-0.parquet"))
+        assert len(load_data(str(folder))) == n
+    Dataset.from_dict({"text": ["x"] * 7}).to_parquet(str(folder / "data" / "t-0.parquet"))
+    assert len(load_data(str(folder))) == 7

@@ -136,3 +136,37 @@ def test_report_html_is_self_contained_with_every_section(selection_dir, tmp_pat
     assert (tmp_path / "report" / "report_files" / "capital_source_mix.png").read_bytes()[:4] == b"\x89PNG"
     meta = json.loads((selection_dir / "selection.json").read_text())
     assert f"{meta['targets']['add']['threshold']:+.4f}" in page
+
+
+def test_python_save_report_export_match_the_cli(cli_like_selection, tmp_path):
+    """`selector.save(dir)` writes the folder `less-hf select` writes; less_hf.report/export work on it."""
+    import less_hf
+
+    selector, pool = cli_like_selection
+    out = selector.save(tmp_path / "sel", pool_spec="memory")
+    meta = json.loads((out / "selection.json").read_text())
+    assert meta["method"] == "bm25" and meta["pool"]["spec"] == "memory"
+    assert set(meta["targets"]) == {"add"} and meta["targets"]["add"]["n_selected"] == 3
+    paths = less_hf.report(out)
+    assert paths["html"].exists()
+    folder = less_hf.export(out, tmp_path / "export")
+    from datasets import load_dataset
+
+    rows = load_dataset("parquet", data_files=str(folder / "data" / "add-*.parquet"), split="train")
+    assert len(rows) == 3 and "bm25_score" in rows.column_names
+
+
+@pytest.fixture
+def cli_like_selection(pool):
+    from less_hf import BM25Selector
+
+    selector = BM25Selector()
+    selector.select(pool, {"add": pool.select([0, 3, 6])}, n=3)
+    return selector, pool
+
+
+def test_save_before_select_is_a_clear_error(tmp_path):
+    from less_hf import BM25Selector, LessHFError
+
+    with pytest.raises(LessHFError, match=r"call select\(pool, targets, \.\.\.\) first"):
+        BM25Selector().save(tmp_path / "x")

@@ -27,7 +27,11 @@ def _base_model_path(model: Any) -> str | None:
     if config:
         first = next(iter(config.values()))
         path = getattr(first, "base_model_name_or_path", None)
-    path = path or getattr(getattr(model, "config", None), "_name_or_path", None)
+    return _absolute(path or getattr(getattr(model, "config", None), "_name_or_path", None))
+
+
+def _absolute(path: str | None) -> str | None:
+    """A local folder as an absolute path (a Hub id, or None, as is)."""
     if path and Path(path).expanduser().is_dir():
         return str(Path(path).expanduser().resolve())
     return path
@@ -218,7 +222,7 @@ class GradientCaptureCallback(TrainerCallback):
             "learning_rates": lrs,
             "learning_rate_steps": self._steps,
             "mean_lr": sum(lrs) / len(lrs),
-            "base_model_name_or_path": self.base_model_name_or_path or _base_model_path(model),
+            "base_model_name_or_path": _absolute(self.base_model_name_or_path) or _base_model_path(model),
             "adapter_config": peft_config.to_dict() if peft_config is not None else None,
             "trainable_parameters": [
                 canonical_name(n, self.adapter_name) for n, p in model.named_parameters() if p.requires_grad

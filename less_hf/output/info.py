@@ -71,7 +71,7 @@ def _checkpoint(info, weight: float | None) -> dict[str, Any]:
         "mean_lr": info.mean_lr,
         "weight": weight,
         "captured": info.captured,
-        "base_model": state.get("base_model"),
+        "base_model": state.get("base_model_name_or_path"),
         "seed": state.get("seed"),
         "size_on_disk": _size(info.path),
     }
@@ -80,13 +80,20 @@ def _checkpoint(info, weight: float | None) -> dict[str, Any]:
 def describe_warmup(path: Path) -> dict[str, Any]:
     """A warmup output dir: its checkpoints with steps, η̄ (normalised) and whether the callback captured them."""
     from ..capture.checkpoints import checkpoint_weights, find_checkpoints
+    from ..errors import LessHFError
+    from ..modeling import base_model_of
 
     infos = find_checkpoints(path)
     weights = checkpoint_weights(infos)
+    try:
+        base_model = base_model_of(infos[0].path)
+    except LessHFError as err:
+        base_model = f"unknown ({err})"
     datastores = [str(p.parent) for p in [*path.glob("*/manifest.json"), *path.glob("less_datastore/*/manifest.json")]]
     return {
         "kind": "warmup",
         "path": str(path),
+        "base_model": base_model,
         "checkpoints": [_checkpoint(i, float(w)) for i, w in zip(infos, weights)],
         "datastores": datastores,
     }
@@ -167,9 +174,7 @@ def format_description(info: dict[str, Any]) -> str:
                 f"{_human(c['size_on_disk'])}"
             )
         if info["kind"] == "warmup":
-            base = {c["base_model"] for c in checkpoints if c["base_model"]}
-            if base:
-                lines.append(f"  base model: {', '.join(sorted(base))}")
+            lines.append(f"  base model: {info['base_model']}")
             for d in info["datastores"]:
                 lines.append(f"  datastore: {d}")
     else:

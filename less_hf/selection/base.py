@@ -145,11 +145,57 @@ class Selector(ABC):
         if mode == COMBINED:
             combined = self.combine(self.scores_)
             self.scores_[COMBINED] = combined
-            return self.subset(
-                pool, self.pick(combined, check_budget(combined, k, allow_fewer, COMBINED), rng), combined
-            )
+            k = check_budget(combined, k, allow_fewer, COMBINED)
+            result = self.subset(pool, self.pick(combined, k, rng), combined)
+            self._last = (pool, named, {COMBINED: result})
+            return result
         selected = {
             name: self.subset(pool, self.pick(s, check_budget(s, k, allow_fewer, name), rng), s)
             for name, s in self.scores_.items()
         }
+        self._last = (pool, named, selected)
         return selected["target"] if single else selected
+
+    @property
+    def method(self) -> str:
+        """This selector's name in :data:`less_hf.selection.SELECTORS` (the CLI's ``--method``)."""
+        from . import SELECTORS
+
+        return next((name for name, cls in SELECTORS.items() if isinstance(self, cls)), type(self).__name__)
+
+    def settings(self) -> dict[str, Any]:
+        """What this selector was run with, for ``selection.json`` and the dataset card: its plain attributes and
+        its config (LESS and TSDS add the warmup's model, checkpoints and projection)."""
+        plain = (str, int, float, bool, type(None))
+        settings: dict[str, Any] = {
+            k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, plain)
+        }
+        config = getattr(self, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            settings["config"] = config.to_dict()
+        return settings
+
+    def save(self, output_dir, source_column: str | None = None, pool_spec: str | None = None):
+        """Write the last :meth:`select`'s result as a selection folder, exactly as ``less-hf select`` does: one
+        subset per target (``save_to_disk``), ``scores/``, and ``selection.json`` with the provenance, written
+        atomically and checked by ``less_hf.report``, ``less_hf.export`` and ``less_hf.push_to_hub``.
+
+        Args:
+            output_dir: the selection folder (replaced whole if it already holds a selection, refused if it holds
+                anything else).
+            source_column: pool column naming each row's source, for the source mix (default ``source``).
+            pool_spec: how the pool was given (a path or Hub name), recorded as is.
+
+        Returns:
+            The folder's path.
+        """
+        from ..output.provenance import save_selection, selection_metadata
+
+        if getattr(self, "_last", None) is None:
+            raise InputError("Nothing to save yet: call select(pool, targets, ...) first, then save(output_dir).")
+        pool, targets, selected = self._last
+        scores = {name: self.scores_[name] for name in selected}
+        metadata = selection_metadata(
+            pool, targets, selected, scores, self.method, self.settings(), source_column, pool_spec
+        )
+        return save_selection(output_dir, selected, scores, metadata)

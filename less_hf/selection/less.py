@@ -97,6 +97,12 @@ class LESSSelector(Selector):
         cfg = self.selection_config
         return score_datastore(datastore, features, cfg.dim, cfg.aggregate, cfg.block_rows)
 
+    def settings(self) -> dict[str, Any]:
+        """The warmup's model, checkpoints with η̄, the datastore's folder and key, and every config."""
+        from ..output.provenance import less_settings
+
+        return less_settings(self)
+
     def select(
         self,
         pool,

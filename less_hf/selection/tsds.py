@@ -96,6 +96,13 @@ class TSDSSelector(Selector):
                 raise InputError(f"features={self.config.features!r}; choose 'less' or 'embeddings'.")
         self.stats_: dict[str, dict[str, Any]] = {}
 
+    def settings(self) -> dict[str, Any]:
+        """TSDS's config, plus (on LESS features) the warmup's model, checkpoints and projection."""
+        settings = super().settings()
+        if self.less is not None:
+            settings = {**self.less.settings(), **settings}
+        return settings
+
     # ------------------------------------------------------------------------------------------------- features
     def _less_features(self, pool, named: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         from ..scoring.weighted import weighted_features
