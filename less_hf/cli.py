@@ -88,7 +88,7 @@ def add_dataclass_args(
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         kwargs: dict[str, Any] = {"default": default, "help": f"{f.metadata.get('help', '')} (default: {default})"}
         if scalar is bool:
-            kwargs["type"] = _parse_bool
+            kwargs.update(type=_parse_bool, nargs="?", const=True)  # `--bf16` alone means true, as in HF scripts
         elif scalar in (int, float):
             kwargs["type"] = _number(scalar)
         if is_list:
@@ -96,7 +96,18 @@ def add_dataclass_args(
         if choices:
             kwargs["choices"] = choices
         kwargs["metavar"] = f.name.upper() if not choices else None
-        group.add_argument(f"--{flag_prefix}{f.name.replace('_', '-')}", dest=f"{cls.__name__}.{f.name}", **kwargs)
+        names = [f.name, *f.metadata.get("aliases", ())]
+        group.add_argument(*_flags(names, flag_prefix), dest=f"{cls.__name__}.{f.name}", **kwargs)
+
+
+def _flags(names: list[str], prefix: str = "") -> list[str]:
+    """Every spelling of an option: ``--name-with-dashes`` and HF's ``--name_with_underscores``, for each name."""
+    flags = []
+    for name in names:
+        for flag in (f"--{prefix}{name.replace('_', '-')}", f"--{prefix.replace('-', '_')}{name}"):
+            if flag not in flags:
+                flags.append(flag)
+    return flags
 
 
 def config_from_args(args: argparse.Namespace, cls: type):
@@ -127,7 +138,7 @@ def model_ref(value: str) -> str:
 def _add(parser: argparse.ArgumentParser, flag: str, help: str, required: bool = False, **kwargs: Any) -> None:
     """A plain option; ``required`` ones are checked after the config file is merged (so a file may supply them)."""
     suffix = " (required)" if required else f" (default: {kwargs.get('default')})"
-    parser.add_argument(flag, help=help + suffix, **kwargs)
+    parser.add_argument(*_flags([flag[2:].replace("-", "_")]), help=help + suffix, **kwargs)
     if required:
         parser.set_defaults(_required=[*parser.get_default("_required"), flag])
 
@@ -240,7 +251,7 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
 
     from .warmup import warmup
 
-    extra = {}
+    extra = {"use_cpu": True} if args.use_cpu else {}
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         extra["use_cpu"] = True  # under `accelerate launch` on CPUs, the Trainer runs DDP over gloo only with use_cpu
     warmup(args.model, load_data(args.pool), args.output_dir, config_from_args(args, WarmupConfig), **extra)
@@ -448,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--model", "Base model folder (or a Hub name when online).", required=True, type=model_ref)
     _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
     _add(p, "--output-dir", "Where the checkpoint-N folders go.", required=True)
+    _add(
+        p,
+        "--use-cpu",
+        "Train on the CPU even with a GPU (TrainingArguments.use_cpu).",
+        action="store_true",
+        default=False,
+    )
     add_dataclass_args(p, WarmupConfig)
     p.set_defaults(func=_cmd_warmup)
     parser._less_subparsers["warmup"] = p  # type: ignore[attr-defined]

@@ -21,15 +21,14 @@ def _help(
     high: float | None = None,
     open_low: bool = False,
     open_high: bool = False,
+    aliases: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> Any:
-    """A dataclass field with help text and an optional range ``low ≤ value ≤ high`` (``open_*``: strict)."""
+    """A dataclass field with help text, an optional range ``low ≤ value ≤ high`` (``open_*``: strict) and other
+    names the CLI accepts for it (e.g. the `TrainingArguments` name of the same setting)."""
     metadata = {"help": text, "low": low, "high": high, "open_low": open_low, "open_high": open_high}
+    metadata["aliases"] = aliases
     return field(metadata=metadata, **kwargs)
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def _check_value(name: str, value: Any, hint: Any) -> None:
@@ -128,10 +127,14 @@ class WarmupConfig(_DictMixin):
 
     fraction: float = _help("Fraction of the pool to warm up on.", default=0.05, low=0, high=1, open_low=True)
     num_rows: int | None = _help("Exact number of rows to warm up on (overrides fraction).", default=None, low=1)
-    epochs: int = _help("Warmup epochs; one checkpoint is saved per epoch.", default=4, low=1)
+    epochs: int = _help(
+        "Warmup epochs; one checkpoint is saved per epoch.", default=4, low=1, aliases=("num_train_epochs",)
+    )
     learning_rate: float = _help("Peak learning rate (linear decay).", default=2e-5, low=0, open_low=True)
     warmup_ratio: float = _help("Share of steps with linear lr warmup.", default=0.03, low=0, high=1, open_high=True)
-    per_device_batch_size: int = _help("Rows per device per micro-batch.", default=1, low=1)
+    per_device_batch_size: int = _help(
+        "Rows per device per micro-batch.", default=1, low=1, aliases=("per_device_train_batch_size",)
+    )
     gradient_accumulation_steps: int = _help("Micro-batches per optimizer step (paper: 32).", default=32, low=1)
     lora_r: int = _help("LoRA rank.", default=128, low=1)
     lora_alpha: int = _help("LoRA alpha.", default=512, low=1)
@@ -177,9 +180,16 @@ class ProjectionConfig(_DictMixin):
         "'sparse' (sparse JL, fast, default) or 'dense' (Rademacher, paper-faithful).", default="sparse"
     )
     dims: list[int] = _help(
-        "Output dimensions; several may be built in one pass.", default_factory=lambda: [8192], low=1
+        "Output dimensions; several may be built in one pass.",
+        default_factory=lambda: [8192],
+        low=1,
+        aliases=("projection_dims",),
     )
-    seed: int = _help("Projection seed; the same seed gives the same matrix on every device.", default=0)
+    seed: int = _help(
+        "Projection seed; the same seed gives the same matrix on every device.",
+        default=0,
+        aliases=("projection_seed",),
+    )
     sparsity: int = _help("Non-zeros per input coordinate for the sparse projector.", default=4, low=1)
     storage_dtype: Literal["float16", "float32", "int8"] = _help(
         "On-disk feature dtype: 'float16' (default), 'float32', or 'int8' (each row scaled to ±127; half of fp16's "
@@ -201,7 +211,10 @@ class SelectionConfig(_DictMixin):
         default="mean_of_cosines",
     )
     dim: int | None = _help(
-        "Which projected dimension to score with (default: the largest built).", default=None, low=1
+        "Which projected dimension to score with (default: the largest built).",
+        default=None,
+        low=1,
+        aliases=("score_dim",),
     )
     score_column: str = _help("Name of the score column added to the returned dataset.", default="less_score")
     block_rows: int = _help("Pool rows read from disk per scoring block.", default=65536, low=1)

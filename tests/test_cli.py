@@ -8,7 +8,8 @@ import sys
 import pytest
 from datasets import load_from_disk
 
-from less_hf.cli import build_parser, load_data, main
+from less_hf.cli import build_parser, config_from_args, load_data, main
+from less_hf.config import GradientConfig, ProjectionConfig, SelectionConfig, WarmupConfig
 from less_hf.errors import LessHFError
 
 
@@ -290,3 +291,25 @@ def test_load_data_of_a_folder_rewritten_in_place_is_never_stale(tmp_path):
         assert len(load_data(str(folder))) == n
     Dataset.from_dict({"text": ["x"] * 7}).to_parquet(str(folder / "data" / "t-0.parquet"))
     assert len(load_data(str(folder))) == 7
+
+
+def test_hf_style_flags_are_accepted():
+    """Underscore flags as in every HF script, TrainingArguments' names, bare bool flags, one name per concept."""
+    parser = build_parser()
+    args = parser.parse_args(
+        ["warmup", "--model", "/tmp", "--pool", "p.jsonl", "--output_dir", "o", "--num_train_epochs", "1"]
+        + ["--per_device_train_batch_size", "2", "--bf16", "--use_cpu", "--learning_rate", "1e-4"]
+    )
+    assert args.output_dir == "o" and args.use_cpu
+    warm = config_from_args(args, WarmupConfig)
+    assert (warm.epochs, warm.per_device_batch_size, warm.bf16, warm.learning_rate) == (1, 2, True, 1e-4)
+    args = parser.parse_args(
+        ["select", "--pool", "p", "--target", "a=b", "--output_dir", "o", "--projection_dims", "64", "128"]
+        + ["--score_dim", "64", "--projection_seed", "3", "--selection_seed", "2", "--max_length", "32"]
+    )
+    assert config_from_args(args, ProjectionConfig).dims == [64, 128]
+    assert config_from_args(args, ProjectionConfig).seed == 3 and args.selection_seed == 2
+    assert config_from_args(args, SelectionConfig).dim == 64
+    assert config_from_args(args, GradientConfig).max_length == 32
+    help_text = parser._less_subparsers["select"].format_help()
+    assert "--projection_dims" in help_text and "WARMUPCONFIG" not in help_text and "PROJECTIONCONFIG" not in help_text
