@@ -170,3 +170,22 @@ def test_save_before_select_is_a_clear_error(tmp_path):
 
     with pytest.raises(LessHFError, match=r"call select\(pool, targets, \.\.\.\) first"):
         BM25Selector().save(tmp_path / "x")
+
+
+def test_report_of_a_sampled_selection_shows_drawn_rows_not_a_threshold(pool, tmp_path):
+    """A sampled method (TSDS, DSIR, random) has no threshold and no "top rows": the report shows what was drawn;
+    a target without a subtask column shows no "0 subtasks"."""
+    import less_hf
+    from less_hf import RandomSelector
+
+    selector = RandomSelector(seed=1)
+    selector.select(pool, {"add": pool.select([0, 3])}, n=6)
+    out = selector.save(tmp_path / "sel")
+    meta = json.loads((out / "selection.json").read_text())
+    assert meta["sampled"] and meta["targets"]["add"]["threshold"] is None
+    assert sum(e["count"] for e in meta["targets"]["add"]["drawn_examples"]) == 6
+    paths = less_hf.report(out)
+    page, markdown = paths["html"].read_text(), paths["markdown"].read_text()
+    assert "Most drawn rows" in page and "Top pool rows" not in page and "selection threshold" not in page
+    assert "(drawn at random)" in markdown and "threshold" not in markdown.split("## Settings")[0]
+    assert '<td class="num">0</td>' not in page.split("</table>")[0]  # the subtasks cell of the summary

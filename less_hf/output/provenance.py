@@ -80,6 +80,7 @@ def selection_metadata(
     source_column: str | None = None,
     pool_spec: str | None = None,
     num_examples: int = 5,
+    sampled: bool = False,
 ) -> dict[str, Any]:
     """The provenance dict stored as ``selection.json``.
 
@@ -93,6 +94,8 @@ def selection_metadata(
         source_column: pool column naming each row's source (default ``"source"`` when present).
         pool_spec: how the pool was given (a path or Hub name), recorded as is.
         num_examples: top and bottom pool rows kept per target for the report.
+        sampled: the method drew the rows at random, weighted by score (TSDS, DSIR, random): no threshold is
+            recorded, and the most drawn rows are listed with their counts.
     """
     from ..datastore.keys import dataset_digest
 
@@ -102,6 +105,7 @@ def selection_metadata(
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "method": method,
+        "sampled": sampled,
         "settings": settings,
         "pool": {
             "spec": pool_spec,
@@ -128,13 +132,34 @@ def selection_metadata(
             "subtasks": subtasks,
             "n_selected": len(subset),
             "n_selectable": int(len(finite)),
-            "threshold": float(subset[-1][_score_column(subset)]) if len(subset) else None,
+            "threshold": float(subset[-1][_score_column(subset)]) if len(subset) and not sampled else None,
+            "drawn_examples": _drawn(subset, source_col, num_examples * 2) if sampled else None,
             "counts_per_source": dict(collections.Counter(subset[source_col]).most_common()) if source_col else None,
             "top_examples": _examples(pool, s, order[:num_examples], source_col),
             "bottom_examples": _examples(pool, s, order[::-1][:num_examples], source_col),
             "scores_file": f"{SCORES_DIR}/{name}.npy",
         }
     return out
+
+
+def _drawn(subset, source_col: str | None, limit: int) -> list[dict[str, Any]]:
+    """The most drawn rows of a sampled selection, with how many times each was drawn."""
+    score_col = _score_column(subset)
+    counts: collections.Counter = collections.Counter()
+    first: dict[str, dict[str, Any]] = {}
+    for row in subset:
+        key = json.dumps({k: v for k, v in row.items() if not k.startswith(score_col)}, sort_keys=True, default=str)
+        counts[key] += 1
+        first.setdefault(key, row)
+    return [
+        {
+            "count": count,
+            "score": float(first[key][score_col]),
+            "source": first[key][source_col] if source_col else None,
+            "text": row_text(first[key]),
+        }
+        for key, count in counts.most_common(limit)
+    ]
 
 
 def _score_column(subset) -> str:

@@ -79,6 +79,8 @@ def _source_mix(
 
 def _overlap(selection_dir: Path, selection: dict[str, Any]) -> tuple[list[str], np.ndarray]:
     names = list(selection["targets"])
+    if selection.get("sampled"):  # the drawn rows are not the top of the scores: no overlap table
+        return [], np.zeros((0, 0), dtype=np.int64)
     chosen = {}
     for name in names:
         scores = load_scores(selection_dir, name).astype(np.float64)
@@ -91,6 +93,12 @@ def _overlap(selection_dir: Path, selection: dict[str, Any]) -> tuple[list[str],
 
 def _examples_rows(examples: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return [(str(e["row"]), f"{e['score']:+.4f}", str(e["source"] or ""), e["text"]) for e in examples]
+
+
+def _drawn_rows(info: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [
+        (f"{e['count']}×", f"{e['score']:+.4f}", str(e["source"] or ""), e["text"]) for e in info["drawn_examples"]
+    ]
 
 
 def _settings_rows(selection: dict[str, Any]) -> list[tuple[str, str]]:
@@ -174,7 +182,7 @@ def render_html(parts: dict[str, Any]) -> str:
                 (
                     name,
                     p["info"]["n_examples"],
-                    len(p["info"]["subtasks"]),
+                    len(p["info"]["subtasks"]) or "—",
                     p["info"]["n_selected"],
                     p["info"]["n_selectable"],
                     f"{p['info']['threshold']:+.4f}" if p["info"]["threshold"] is not None else "—",
@@ -193,6 +201,10 @@ def render_html(parts: dict[str, Any]) -> str:
         if p["source_mix"] is not None:
             plots.append(_img(p["source_mix"], f"{name} source mix"))
         body.append('<div class="plots">' + "".join(plots) + "</div>")
+        if p["info"].get("drawn_examples") is not None:
+            body.append("<h3>Most drawn rows (sampled selection: rows are drawn at random, weighted by score)</h3>")
+            body.append(_table_html(("drawn", "score", "source", "text"), _drawn_rows(p["info"]), (0, 1), (3,)))
+            continue
         for label, key in (("Top pool rows", "top_examples"), ("Bottom pool rows", "bottom_examples")):
             body.append(f"<h3>{label}</h3>")
             body.append(_table_html(("row", "score", "source", "text"), _examples_rows(p["info"][key]), (0, 1), (3,)))
@@ -247,13 +259,22 @@ def render_markdown(parts: dict[str, Any], image_dir: Path, image_prefix: str) -
             f"## Target: {name}",
             "",
             f"{info['n_selected']} of {info['n_selectable']} scorable rows selected "
-            f"(threshold {info['threshold']:+.4f}).",
+            + (f"(threshold {info['threshold']:+.4f})." if info["threshold"] is not None else "(drawn at random).")
+            + "",
             "",
         ]
         for key in ("histogram", "source_mix"):
             if p[key] is not None:
                 (image_dir / f"{name}_{key}.png").write_bytes(p[key])
                 lines += [f"![{name} {key}]({image_prefix}/{name}_{key}.png)", ""]
+        if info.get("drawn_examples") is not None:
+            lines += [
+                "### Most drawn rows",
+                "",
+                _md_table(("drawn", "score", "source", "text"), _drawn_rows(info)),
+                "",
+            ]
+            continue
         for label, key in (("Top pool rows", "top_examples"), ("Bottom pool rows", "bottom_examples")):
             lines += [f"### {label}", "", _md_table(("row", "score", "source", "text"), _examples_rows(info[key])), ""]
     names, matrix = parts["overlap"]

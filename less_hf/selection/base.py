@@ -87,6 +87,8 @@ class Selector(ABC):
 
     score_column = "score"
     seed: int = 0
+    samples: bool = False
+    """Whether :meth:`pick` draws rows at random (weighted by score) instead of taking the top k."""
 
     @abstractmethod
     def score(self, pool, targets: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -196,6 +198,14 @@ class Selector(ABC):
         pool, targets, selected = self._last
         scores = {name: self.scores_[name] for name in selected}
         metadata = selection_metadata(
-            pool, targets, selected, scores, self.method, self.settings(), source_column, pool_spec
+            pool,
+            targets,
+            selected,
+            scores,
+            self.method,
+            self.settings(),
+            source_column,
+            pool_spec,
+            sampled=self.samples,
         )
         return save_selection(output_dir, selected, scores, metadata)

@@ -28,6 +28,8 @@ def gumbel_top_k(log_weights: np.ndarray, k: int, rng: np.random.Generator) -> n
 
 
 class RandomSelector(Selector):
+    samples = True
+
     """Uniform random rows (without replacement), seeded by ``select(..., seed=)``; the score is 1/N for every row."""
 
     score_column = "random_score"
@@ -105,6 +107,8 @@ class DSIRSelector(Selector):
         buckets: hash buckets (DSIR uses 10,000).
         smoothing: add-λ smoothing of both models.
     """
+
+    samples = True
 
     score_column = "dsir_score"
 

@@ -96,6 +96,10 @@ class TSDSSelector(Selector):
                 raise InputError(f"features={self.config.features!r}; choose 'less' or 'embeddings'.")
         self.stats_: dict[str, dict[str, Any]] = {}
 
+    @property
+    def samples(self) -> bool:  # type: ignore[override]
+        return self.config.sampling != "top"
+
     def settings(self) -> dict[str, Any]:
         """TSDS's config, plus (on LESS features) the warmup's model, checkpoints and projection."""
         settings = super().settings()
