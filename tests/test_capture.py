@@ -444,3 +444,22 @@ def test_base_model_is_recorded_as_an_absolute_path(tiny_model_dir, tokenizer, p
     _trainer(model, tokenizer, pool, tmp_path / "rel", num_train_epochs=1).train()
     state = json.loads((tmp_path / "rel" / "checkpoint-4" / CAPTURE_DIR / "state.json").read_text())
     assert state["base_model_name_or_path"] == str(Path(tiny_model_dir).resolve())
+
+
+def test_warmup_from_a_relative_model_path_on_few_rows(tiny_model_dir, pool, tmp_path, monkeypatch, caplog, recwarn):
+    """A relative model path is recorded absolute (selection works from any directory); a warmup of one step per
+    epoch is warned about; no pin_memory warning on CPU."""
+    import logging
+    import os
+
+    from less_hf.modeling import base_model_of
+
+    monkeypatch.chdir(Path(tiny_model_dir).parent)
+    config = tiny_warmup_config(num_rows=4, per_device_batch_size=4, epochs=2)
+    with caplog.at_level(logging.WARNING):
+        warmup(os.path.basename(tiny_model_dir), pool, tmp_path / "w", config, use_cpu=True, disable_tqdm=True)
+    assert "1 optimizer step per epoch" in caplog.text
+    assert not [w for w in recwarn if "pin_memory" in str(w.message)]
+    monkeypatch.chdir(tmp_path)
+    base = base_model_of(find_checkpoints(tmp_path / "w")[0].path)
+    assert base == str(Path(tiny_model_dir).resolve()) and Path(base).is_dir()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
@@ -204,6 +206,7 @@ def test_info_describes_datastore_warmup_checkpoint_and_selection(cli_run, capsy
     assert 0 < ds["valid_rows"] <= 48 and ds["size_on_disk"] > 48 * 128 * 2
     assert sum(c["weight"] for c in ds["checkpoints"]) == pytest.approx(1.0)
     warm = describe(cli_run / "warm")
+    assert Path(warm["base_model"]).is_dir()  # the warmup's base model, resolvable from anywhere
     assert warm["kind"] == "warmup" and [c["step"] for c in warm["checkpoints"]] == [2, 4]
     assert all(c["captured"] for c in warm["checkpoints"])
     ckpt = describe(cli_run / "warm" / "checkpoint-2")
@@ -253,6 +256,9 @@ def test_select_every_method_by_name(cli_run, method):
     assert len(subset) == 4
     assert f"{method}_score" in subset.column_names
     assert (out / "selection.json").exists() and (out / "scores" / "add.npy").exists()
+    settings = json.loads((out / "selection.json").read_text())["settings"]
+    if method == "tsds":  # TSDS on LESS features records the warmup's model, checkpoints and projection
+        assert settings["model"] and settings["checkpoints"] and settings["projection"]["dims"] == [128, 256]
 
 
 def test_select_tsds_on_embeddings_needs_no_warmup(cli_run, tiny_model_dir):

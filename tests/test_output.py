@@ -189,3 +189,39 @@ def test_report_of_a_sampled_selection_shows_drawn_rows_not_a_threshold(pool, tm
     assert "Most drawn rows" in page and "Top pool rows" not in page and "selection threshold" not in page
     assert "(drawn at random)" in markdown and "threshold" not in markdown.split("## Settings")[0]
     assert '<td class="num">0</td>' not in page.split("</table>")[0]  # the subtasks cell of the summary
+
+
+def test_report_renders_in_headless_chromium_without_network(selection_dir, tmp_path):
+    """The self-contained report.html opens in a real browser, draws something, and loads nothing from outside."""
+    import re
+    import shutil
+    import subprocess
+
+    from matplotlib.image import imread
+
+    from less_hf.output.report import write_report
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium); the report is checked statically")
+    page = write_report(selection_dir, tmp_path / "report")["html"]
+    html = page.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|<script""", html)
+    shot, netlog = tmp_path / "shot.png", tmp_path / "net.json"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars",
+         "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter", "--no-pings",
+         "--window-size=1280,2400", f"--screenshot={shot}", f"--log-net-log={netlog}", page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = imread(str(shot))[..., :3]
+    assert pixels.std() > 0.05 and (pixels.mean(axis=2) < 0.9).mean() > 0.02  # text, tables and plots were drawn
+    requested = set(re.findall(r'"url"\s*:\s*"([^"]+)"', netlog.read_text(errors="replace")))
+    # the browser's own background services (update checks, network time) are not the page's requests; anything the
+    # page could load from these hosts (fonts, scripts) is caught by the static check above
+    browser = re.compile(r"^https?://([a-z0-9-]+\.)*(googleapis|google|gstatic|gvt1)\.com/")
+    external = sorted(
+        u for u in requested if u.startswith(("http:", "https:", "ws:", "wss:")) and not browser.match(u)
+    )
+    assert not external, external
