@@ -204,3 +204,20 @@ def test_empty_pool_or_target_is_a_clear_error(warmup_dir, pool, tmp_path):
         selector.select(pool.select([]), pool)
     with pytest.raises(ValueError, match="has no rows"):
         selector.select(pool, {"empty": pool.select([])})
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda s, pool, t: s.select(pool.to_list(), t), r"pool must be a datasets.Dataset, got list.*from_list"),
+        (lambda s, pool, t: s.select(pool, {"a": t.to_list()}), r"target 'a' must be a datasets.Dataset"),
+        (lambda s, pool, t: s.select(pool, {1: t}), "target names must be strings"),
+        (lambda s, pool, t: s.select(pool, t, fraction="0.05"), "fraction must be in"),
+        (lambda s, pool, t: s.select(pool, t, n="5"), "n must be a whole number"),
+    ],
+)
+def test_wrong_types_are_clear_errors(pool, call, match):
+    from less_hf import BM25Selector, LessHFError
+
+    with pytest.raises(LessHFError, match=match):
+        call(BM25Selector(), pool, pool.select([0, 3]))

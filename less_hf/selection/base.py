@@ -13,12 +13,27 @@ from ..output import subset_with_scores, top_indices
 DEFAULT_FRACTION = 0.05
 
 
+def check_dataset(value: Any, what: str) -> None:
+    """A clear error when ``value`` is not a `datasets.Dataset` (a list of rows, a pandas frame, a DatasetDict...)."""
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(value, Dataset):
+        return
+    hint = "pick a split, e.g. dataset['train']" if isinstance(value, DatasetDict) else "e.g. Dataset.from_list(rows)"
+    raise InputError(f"{what} must be a datasets.Dataset, got {type(value).__name__}: {hint}.")
+
+
 def as_target_dict(targets: Any) -> tuple[dict[str, Any], bool]:
     """Accept one `datasets.Dataset` (named "target") or ``{name: Dataset}``; say which it was."""
     if isinstance(targets, dict):
         if not targets:
             raise InputError("targets is an empty dict; pass at least one target task.")
+        for name, target in targets.items():
+            if not isinstance(name, str):
+                raise InputError(f"target names must be strings, got {name!r}.")
+            check_dataset(target, f"target {name!r}")
         return targets, False
+    check_dataset(targets, "targets")
     return {"target": targets}, True
 
 
@@ -32,7 +47,7 @@ def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
     if fraction is not None and n is not None:
         raise InputError("Pass either fraction or n, not both.")
     if n is not None:
-        if isinstance(n, bool) or int(n) != n:
+        if isinstance(n, bool) or not isinstance(n, (int, float, np.integer)) or int(n) != n:
             raise InputError(f"n must be a whole number of rows, got {n!r}.")
         if n < 1:
             raise InputError(f"n must be >= 1, got {n}.")
@@ -40,7 +55,7 @@ def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
             raise InputError(f"n={n} is larger than the pool ({n_rows} rows): pass n <= {n_rows}, or fraction=1.0.")
         return int(n)
     fraction = DEFAULT_FRACTION if fraction is None else fraction
-    if isinstance(fraction, bool) or not 0 < fraction <= 1:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise InputError(f"fraction must be in (0, 1], got {fraction}.")
     return max(1, round(fraction * n_rows))
 
@@ -135,6 +150,7 @@ class Selector(ABC):
         """
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r}; choose one of {MODES}.")
+        check_dataset(pool, "pool")
         if len(pool) == 0:
             raise InputError("The pool is empty: nothing to select from.")
         named, single = as_target_dict(targets)
