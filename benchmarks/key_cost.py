@@ -41,14 +41,12 @@ def main() -> None:
 
     model = str(smollm2_path())
     checkpoints = find_checkpoints(args.warmup_dir)
-    model_bytes = sum(p.stat().st_size for p in Path(model).iterdir() if p.is_file())
-    ckpt_bytes = sum(
-        (c.path / name).stat().st_size for c in checkpoints for name in checkpoint_identity(c.path, c.captured)
-    )
-    _, model_cold = timed(model_identity, model)
+    identity, model_cold = timed(model_identity, model)
     _, model_warm = timed(model_identity, model)
-    _, ckpt_cold = timed(lambda: [checkpoint_identity(c.path, c.captured) for c in checkpoints])
+    files, ckpt_cold = timed(lambda: [checkpoint_identity(c.path, c.captured) for c in checkpoints])
     _, ckpt_warm = timed(lambda: [checkpoint_identity(c.path, c.captured) for c in checkpoints])
+    model_bytes = sum((Path(model) / name).stat().st_size for name in identity["files"])
+    ckpt_bytes = sum((c.path / name).stat().st_size for c, names in zip(checkpoints, files) for name in names)
     _, checks = timed(lambda: [check_checkpoint(c) for c in checkpoints])
     pool = load_pool(args.pool_rows)
     _, pool_s = timed(dataset_digest, pool, ["messages", "id"])
