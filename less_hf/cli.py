@@ -279,7 +279,7 @@ def _parse_targets(specs: list[str]) -> dict[str, Any]:
 
 def _needs_warmup_dir(method: str, args: argparse.Namespace) -> str:
     if not getattr(args, "warmup_dir", None):
-        raise ConfigError(f"--method {method} needs --warmup-dir (the warmup's checkpoints).")
+        raise ConfigError(f"--method {method} needs --warmup_dir (the warmup's checkpoints).")
     return args.warmup_dir
 
 
@@ -418,25 +418,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _datastore_args(p: argparse.ArgumentParser, warmup_required: bool = True) -> None:
     if warmup_required:
-        _add(p, "--warmup-dir", "The warmup's output dir (checkpoint-N folders).", required=True)
+        _add(p, "--warmup_dir", "The warmup's output dir (checkpoint-N folders).", required=True)
     else:
         _add(
             p,
-            "--warmup-dir",
-            "The warmup's output dir (checkpoint-N folders); needed by less, tsds (and rds without --base-model).",
+            "--warmup_dir",
+            "The warmup's output dir (checkpoint-N folders); needed by less, tsds (and rds without --base_model).",
             default=None,
         )
     _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
     _add(
         p,
-        "--datastore-dir",
+        "--datastore_dir",
         "Datastore folder (None: <warmup-dir>/less_datastore/<key>, one folder per model, checkpoints, pool and "
         "settings). A given folder holding features made from other inputs is refused, never reused.",
         default=None,
     )
     _add(
         p,
-        "--base-model",
+        "--base_model",
         "Override the base model recorded in the checkpoints (e.g. a local copy).",
         default=None,
         type=model_ref,
@@ -458,10 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subparser(sub, "warmup", "LoRA warmup on a random slice of the pool, saving LESS checkpoints.")
     _add(p, "--model", "Base model folder (or a Hub name when online).", required=True, type=model_ref)
     _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
-    _add(p, "--output-dir", "Where the checkpoint-N folders go.", required=True)
+    _add(p, "--output_dir", "Where the checkpoint-N folders go.", required=True)
     _add(
         p,
-        "--use-cpu",
+        "--use_cpu",
         "Train on the CPU even with a GPU (TrainingArguments.use_cpu).",
         action="store_true",
         default=False,
@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         default=None,
     )
-    _add(p, "--output-dir", "Selection folder: one subset per target, selection.json, scores/.", required=True)
+    _add(p, "--output_dir", "Selection folder: one subset per target, selection.json, scores/.", required=True)
     _add(p, "--method", f"Selection method, one of {SELECTION_METHODS}.", default="less", choices=SELECTION_METHODS)
     _add(
         p,
@@ -495,24 +495,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="per_task",
         choices=("per_task", "combined"),
     )
-    _add(p, "--selection-seed", "Seed of the methods that sample (random, dsir, tsds).", default=0, type=int)
+    _add(p, "--selection_seed", "Seed of the methods that sample (random, dsir, tsds).", default=0, type=int)
     _add(
         p,
-        "--allow-fewer",
+        "--allow_fewer",
         "Select every selectable row when fewer than the budget are (default: an error stating the shortfall).",
         action="store_true",
         default=False,
     )
     _add(
         p,
-        "--source-column",
+        "--source_column",
         "Pool column naming each row's source, for the source mix (None: 'source' if present).",
         default=None,
     )
     _add(
         p,
-        "--embedding-model",
-        "Sentence-encoder folder for --tsds-features embeddings (None: the built-in all-MiniLM-L6-v2, offline).",
+        "--embedding_model",
+        "Sentence-encoder folder for --tsds_features embeddings (None: the built-in all-MiniLM-L6-v2, offline).",
         default=None,
         type=model_ref,
     )
@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subparser(sub, "report", "Write report.html (self-contained) and report.md for a selection folder.")
     p.add_argument("selection_dir", help="A folder written by `less-hf select`.")
-    _add(p, "--output-dir", "Where to write the report (None: the selection folder).", default=None)
+    _add(p, "--output_dir", "Where to write the report (None: the selection folder).", default=None)
     p.set_defaults(func=_cmd_report)
     parser._less_subparsers["report"] = p  # type: ignore[attr-defined]
 
@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("selection_dir", help="A folder written by `less-hf select`.")
     p.add_argument("export_dir", help="Folder to write.")
-    _add(p, "--repo-id", "Hub name to mention in the card (optional).", default=None)
+    _add(p, "--repo_id", "Hub name to mention in the card (optional).", default=None)
     p.set_defaults(func=_cmd_export)
     parser._less_subparsers["export"] = p  # type: ignore[attr-defined]
 
@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo_id", help="Hub dataset repo, e.g. my-org/mmlu-less-5pct.")
     _add(
         p,
-        "--export-dir",
+        "--export_dir",
         "Local export folder, kept whatever happens (None: <selection_dir>/hub_export).",
         default=None,
     )

@@ -62,7 +62,7 @@ def base_model_of(checkpoint: str | os.PathLike) -> str:
             "interrupted, delete that checkpoint folder."
         )
     raise InputError(
-        f"Cannot tell which base model {checkpoint} was trained from: pass base_model=... (--base-model) explicitly."
+        f"Cannot tell which base model {checkpoint} was trained from: pass base_model=... (--base_model) explicitly."
     )
 
 
@@ -85,7 +85,7 @@ def load_peft_model(base: str, checkpoint: str | os.PathLike, device: torch.devi
         raise InputError(
             f"The LoRA adapter in {checkpoint} does not fit the base model {base} ({type(err).__name__}: "
             f"{str(err).strip().splitlines()[0][:300]}). Was the warmup run on another model? Pass the warmup's "
-            "base model (base_model=... / --base-model)."
+            "base model (base_model=... / --base_model)."
         ) from err
     model.to(device)
     model.eval()

@@ -82,7 +82,7 @@ def warmup(
         logger.warning(
             "The warmup trains on %d rows: %d optimizer step per epoch (batch %d x accumulation %d), so its learning "
             "rate schedule barely starts and a checkpoint may get η̄ near 0. Warm up on more rows (--fraction / "
-            "--num-rows) or use a smaller --gradient-accumulation-steps.",
+            "--num_rows) or use a smaller --gradient_accumulation_steps.",
             len(tokenized),
             steps_per_epoch,
             config.per_device_batch_size,

@@ -96,7 +96,7 @@ def test_datastore_from_another_model_is_refused(small_store, warmup_dir, tiny_m
     make_model(len(tokenizer), seed=1).save_pretrained(other)
     tokenizer.save_pretrained(other)
     with pytest.raises(
-        ValueError, match=r"other inputs .*base_model\.files\.model\.safetensors: \w+ → \w+.*--base-model"
+        ValueError, match=r"other inputs .*base_model\.files\.model\.safetensors: \w+ → \w+.*--base_model"
     ):
         build_datastore(warmup_dir, make_pool(4), small_store, GRAD, PROJ, base_model=str(other))
     assert Manifest.load(small_store).status == "complete"

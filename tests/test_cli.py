@@ -275,7 +275,7 @@ def test_select_tsds_on_embeddings_needs_no_warmup(cli_run, tiny_model_dir):
 def test_select_without_warmup_dir_for_less_is_a_clear_error(cli_run, capsys):
     args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
     args += ["--output-dir", str(cli_run / "out-none"), "--method", "less"]
-    assert "needs --warmup-dir" in cli_error(args, capsys)
+    assert "needs --warmup_dir" in cli_error(args, capsys)
 
 
 def test_select_combined_mode_writes_one_subset(cli_run):

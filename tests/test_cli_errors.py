@@ -66,7 +66,7 @@ CASES = {
     "config bool not a bool": (lambda d, a: a + ["--config", write(d / "c.json", '{"allow_fewer": "yes please"}')], "true or false"),
     "output dir with user files": (lambda d, a: _user_files(d, a), "not a less_hf selection folder"),
     "output dir is .": (lambda d, a: _swap(a, "--output-dir", "."), "'.' or '/'"),
-    "less without warmup dir": (lambda d, a: _swap(a, "--method", "less"), "needs --warmup-dir"),
+    "less without warmup dir": (lambda d, a: _swap(a, "--method", "less"), "needs --warmup_dir"),
     "warmup dir missing": (lambda d, a: _swap(a, "--method", "less") + ["--warmup-dir", str(d / "none")], "does not exist"),
     "warmup dir without checkpoints": (lambda d, a: _swap(a, "--method", "less") + ["--warmup-dir", str(d)], "No checkpoint-N"),
 }  # fmt: skip

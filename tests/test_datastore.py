@@ -152,7 +152,7 @@ def test_different_pool_or_config_is_refused(datastore, warmup_dir, pool_with_ba
         grad = GradientConfig(max_length=64, batch_size=4)
     elif change == "model_dtype":
         grad = GradientConfig(max_length=64, batch_size=8, dtype="bf16")
-    with pytest.raises(DatastoreMismatchError, match=r"other inputs.* → .*--datastore-dir.*datastore_dir="):
+    with pytest.raises(DatastoreMismatchError, match=r"other inputs.* → .*--datastore_dir.*datastore_dir="):
         build_datastore(warmup_dir, pool, datastore.directory, grad, proj)
     assert Manifest.load(datastore.directory).status == "complete"
 

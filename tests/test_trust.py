@@ -118,7 +118,7 @@ def test_lost_manifest_never_makes_old_features_valid_for_a_new_pool(warm, pool,
     reference = features(out)
     (out / "manifest.json").unlink()
     other = pool.map(lambda r: {"messages": [{**m, "content": m["content"] + " ?"} for m in r["messages"]]})
-    with pytest.raises(DatastoreMismatchError, match=r"pool\.content: \w+ → \w+.*--pool.*--datastore-dir"):
+    with pytest.raises(DatastoreMismatchError, match=r"pool\.content: \w+ → \w+.*--pool.*--datastore_dir"):
         build_datastore(warm, other, out, GRAD, PROJ)
     with pytest.raises(DatastoreMismatchError, match=r"projectors\[0\]\.seed: 5 → 6"):
         build_datastore(warm, pool, out, GRAD, ProjectionConfig(dims=[32], seed=6))
@@ -160,7 +160,7 @@ def interrupt_build(warm, pool, out, grad, monkeypatch) -> None:
 @pytest.mark.parametrize(
     "other, field",
     [
-        (GradientConfig(max_length=64, batch_size=2, device="cpu"), r"batch_size: 4 → 2.*--batch-size"),
+        (GradientConfig(max_length=64, batch_size=2, device="cpu"), r"batch_size: 4 → 2.*--batch_size"),
         (GradientConfig(max_length=64, batch_size=4, device="cpu", dtype="bf16"), r"model_dtype: float32 → bfloat16"),
     ],
 )

@@ -110,7 +110,7 @@ def _mismatch(directory: Path, what: str, differences: list[str]) -> DatastoreMi
     return DatastoreMismatchError(
         f"{directory} {what} ({shown}); they are never reused for other inputs. "
         + (f"Set back {hint}, or " if hint else "Either ")
-        + "use another datastore folder (--datastore-dir in the CLI, datastore_dir= in Python), or delete "
+        + "use another datastore folder (--datastore_dir in the CLI, datastore_dir= in Python), or delete "
         f"{directory} to rebuild it."
     )
 
@@ -281,7 +281,7 @@ def _check_disk_space(output_dir: Path, manifest: Manifest, shard) -> None:
     if needed > free:
         message = (
             f"The datastore needs {needed / 1e9:.2f} GB more at {output_dir} but only {free / 1e9:.2f} GB are free. "
-            "Free some space, pick another datastore dir, or store fewer bytes (--storage-dtype int8, smaller "
+            "Free some space, pick another datastore dir, or store fewer bytes (--storage_dtype int8, smaller "
             "--dims). Finished parts are kept: run the same command again."
         )
     message = shard.broadcast_from_main(message) if shard.world_size > 1 else message
@@ -336,7 +336,7 @@ def _build(
     if not valid.any():
         raise InputError(
             f"No pool row keeps a supervised token within max_length={gradient_config.max_length} (every completion "
-            "is empty or truncated away): raise --max-length or check the dataset's completions."
+            "is empty or truncated away): raise --max_length or check the dataset's completions."
         )
     no_loss = np.flatnonzero(~valid)
     if len(no_loss) and shard.is_main:

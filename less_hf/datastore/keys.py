@@ -158,7 +158,7 @@ def _hub_snapshot(repo_id: str) -> Path:
     raise MissingFileError(
         f"Base model {repo_id!r} is neither a local folder nor in the local Hugging Face cache"
         + (f" (downloading it failed: {type(error).__name__})" if error else "")
-        + f". Pass its folder with --base-model (base_model=...); a relative path is read from the current "
+        + f". Pass its folder with --base_model (base_model=...); a relative path is read from the current "
         f"directory ({Path.cwd()})."
     ) from None
 
@@ -177,7 +177,7 @@ def model_identity(base_model: str) -> dict[str, Any]:
     if "config.json" not in files:
         from ..errors import InputError
 
-        raise InputError(f"{folder} has no config.json, so it is not a transformers model folder: check --base-model.")
+        raise InputError(f"{folder} has no config.json, so it is not a transformers model folder: check --base_model.")
     return {"files": files, "source": {"name": base_model, "path": str(folder.resolve()), "revision": revision}}
 
 
@@ -192,18 +192,18 @@ def checkpoint_identity(path: Path, captured: bool) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- reporting a mismatch
 
 _FIXES = {
-    "base_model": "--base-model (base_model=)",
-    "transform": "--optimizer-transform (GradientConfig.optimizer_transform)",
+    "base_model": "--base_model (base_model=)",
+    "transform": "--optimizer_transform (GradientConfig.optimizer_transform)",
     "projectors": "--kind/--dims/--seed/--sparsity (ProjectionConfig)",
-    "storage_dtype": "--storage-dtype (ProjectionConfig.storage_dtype)",
-    "max_length": "--max-length (GradientConfig.max_length)",
+    "storage_dtype": "--storage_dtype (ProjectionConfig.storage_dtype)",
+    "max_length": "--max_length (GradientConfig.max_length)",
     "truncation": "--truncation (GradientConfig.truncation)",
-    "batch_size": "--batch-size (GradientConfig.batch_size)",
+    "batch_size": "--batch_size (GradientConfig.batch_size)",
     "model_dtype": "--dtype (GradientConfig.dtype)",
     "device_type": "--device (GradientConfig.device)",
     "pool": "--pool (the pool dataset)",
-    "checkpoints": "--warmup-dir (the warmup's checkpoints)",
-    "checkpoint": "--warmup-dir (the warmup's checkpoints)",
+    "checkpoints": "--warmup_dir (the warmup's checkpoints)",
+    "checkpoint": "--warmup_dir (the warmup's checkpoints)",
     "feature_format": "a less_hf upgrade changed how features are computed",
 }
 

@@ -45,7 +45,7 @@ class WriterLock:
             except OSError as err:
                 message = (
                     f"W:Cannot write the datastore to {self.directory} ({err.strerror or err}). Choose a writable "
-                    "folder (LESSSelector(datastore_dir=...) / --datastore-dir)."
+                    "folder (LESSSelector(datastore_dir=...) / --datastore_dir)."
                 )
             else:
                 try:

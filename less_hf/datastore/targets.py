@@ -126,7 +126,7 @@ def _build_target(directory, key, datastore, checkpoints, name, dataset, subtask
     if not valid.any():
         raise InputError(
             f"No row of target {name!r} keeps a supervised token within max_length={featurizer.config.max_length}: "
-            "raise --max-length or shorten the examples."
+            "raise --max_length or shorten the examples."
         )
     if not valid.all() and shard.is_main:
         logger.warning("Target %r: %d rows have no supervised token and are ignored.", name, int((~valid).sum()))

@@ -27,7 +27,7 @@ def write_features(
     if writer.complete:
         return writer.finalize()
     if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-        raise ConfigError(f"flush_every must be a whole number >= 1, got {flush_every!r} (--flush-every).")
+        raise ConfigError(f"flush_every must be a whole number >= 1, got {flush_every!r} (--flush_every).")
     for n, (rows, features) in enumerate(batches, start=1):
         writer.write(rows, features)
         if n % flush_every == 0:

@@ -226,20 +226,20 @@ def _check_replaceable(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise SelectionFolderError(f"{out} is a file; --output-dir (output_dir=) must name a folder.")
+        raise SelectionFolderError(f"{out} is a file; --output_dir (output_dir=) must name a folder.")
     entries = list(out.iterdir())
     if not entries:
         return
     if not (out / SELECTION_FILE).exists() and not (out / PART_MARKER).exists():
         raise SelectionFolderError(
             f"{out} already exists and is not a less_hf selection folder (no {SELECTION_FILE}); a selection replaces "
-            "its folder whole, so choose a new or empty --output-dir (output_dir=)."
+            "its folder whole, so choose a new or empty --output_dir (output_dir=)."
         )
     foreign = [p.name for p in entries if p.name not in _OURS and not _is_saved_dataset(p)]
     if foreign:
         raise SelectionFolderError(
             f"{out} holds files less_hf did not write ({', '.join(sorted(foreign)[:5])}); a new selection replaces "
-            "the folder whole, so move them out or choose another --output-dir (output_dir=)."
+            "the folder whole, so move them out or choose another --output_dir (output_dir=)."
         )
 
 
@@ -267,7 +267,7 @@ def save_selection(
     check_names(selected)
     out = Path(output_dir)
     if out.name in ("", ".", "..") or out.resolve() == out.resolve().parent:
-        raise SelectionFolderError(f"--output-dir {output_dir!r} must name a folder of its own, not '.' or '/'.")
+        raise SelectionFolderError(f"--output_dir {output_dir!r} must name a folder of its own, not '.' or '/'.")
     _check_replaceable(out)
     part = out.with_name(out.name + ".part")
     if part.exists():

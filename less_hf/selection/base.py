@@ -66,14 +66,14 @@ def check_budget(scores: np.ndarray, k: int, allow_fewer: bool, name: str) -> in
     if selectable == 0:
         raise BudgetError(
             f"No pool row is selectable for {name!r}: every score is -inf (no row keeps a supervised token, or every "
-            "row's features are NaN/inf). Check the pool's completions and --max-length."
+            "row's features are NaN/inf). Check the pool's completions and --max_length."
         )
     if selectable < k:
         if not allow_fewer:
             raise BudgetError(
                 f"{name!r}: the budget asks for {k} rows but only {selectable} of {len(scores)} pool rows are "
                 f"selectable ({len(scores) - selectable} have no supervised token or non-finite features), "
-                f"{k - selectable} short. Ask for n <= {selectable}, or pass allow_fewer=True (--allow-fewer) to "
+                f"{k - selectable} short. Ask for n <= {selectable}, or pass allow_fewer=True (--allow_fewer) to "
                 "take them all."
             )
         return selectable
