@@ -242,31 +242,10 @@ def test_non_adam_optimizer_fails_at_train_start(tiny_model_dir, pool, tmp_path)
 
 
 def test_non_adam_optimizer_passed_to_trainer(tiny_model_dir, tokenizer, pool, tmp_path):
-    from transformers import Trainer, TrainingArguments
-
-    from less_hf.gradients import collate
-    from less_hf.tokenization import tokenize_dataset
-
     model = lora_model(tiny_model_dir)
-    data = tokenize_dataset(pool.select(range(4)), tokenizer, max_length=64)
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        num_train_epochs=1,
-        per_device_train_batch_size=2,
-        use_cpu=True,
-        report_to=[],
-        save_strategy="epoch",
-        remove_unused_columns=False,
-        disable_tqdm=True,
-    )
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=data,
-        optimizers=(optimizer, None),
-        data_collator=lambda rows: collate(rows, tokenizer.pad_token_id),
-        callbacks=[GradientCaptureCallback()],
+    trainer = _trainer(
+        model, tokenizer, pool, tmp_path / "out", rows=4, optimizers=(optimizer, None), num_train_epochs=1
     )
     with pytest.raises(ValueError, match="SGD"):
         trainer.train()
@@ -360,13 +339,14 @@ def test_background_write_error_is_raised(tmp_path):
 # ---------------------------------------------------------------------------------- checks at train start
 
 
-def _trainer(model, tokenizer, pool, out, **args_kwargs):
+def _trainer(model, tokenizer, pool, out, rows=8, optimizers=(None, None), **args_kwargs):
+    """A plain `Trainer` on ``rows`` tokenized pool rows with the capture callback (2 epochs, a save per epoch)."""
     from transformers import Trainer, TrainingArguments
 
     from less_hf.gradients import collate
     from less_hf.tokenization import tokenize_dataset
 
-    data = tokenize_dataset(pool.select(range(8)), tokenizer, max_length=64)
+    data = tokenize_dataset(pool.select(range(rows)), tokenizer, max_length=64)
     fields = dict(
         output_dir=str(out),
         num_train_epochs=2,
@@ -383,7 +363,8 @@ def _trainer(model, tokenizer, pool, out, **args_kwargs):
         model=model,
         args=TrainingArguments(**fields),
         train_dataset=data,
-        data_collator=lambda rows: collate(rows, tokenizer.pad_token_id),
+        optimizers=optimizers,
+        data_collator=lambda batch: collate(batch, tokenizer.pad_token_id),
         callbacks=[GradientCaptureCallback()],
     )
 
