@@ -71,6 +71,7 @@ CATALOGUE = [
     ("warmup: full fine-tune, DoRA, save_strategy='no'", ERROR, ["tests/test_capture.py::test_full_fine_tune_is_refused_at_train_start", "tests/test_capture.py::test_dora_is_refused_at_train_start", "tests/test_capture.py::test_save_strategy_no_is_refused_before_training"]),
     ("warmup: save plan leaving one checkpoint, too few steps, relative model path", CORRECT, ["tests/test_capture.py::test_save_plan_is_counted_and_a_single_checkpoint_warned", "tests/test_capture.py::test_warmup_from_a_relative_model_path_on_few_rows", "tests/test_capture.py::test_base_model_is_recorded_as_an_absolute_path"]),
     ("tokenized rows of another tokenizer / mismatched labels", ERROR, ["tests/test_tokenization.py::test_tokenized_rows_of_another_tokenizer_are_refused"]),
+    ("demo re-run with other warmup settings", ERROR, [T + "test_demo_refuses_a_warmup_left_with_other_settings"]),
     ("data folder rewritten in place (datasets' cache)", CORRECT, ["tests/test_cli.py::test_load_data_of_a_folder_rewritten_in_place_is_never_stale"]),
     # earlier catalogue
     ("corrupted shard (checksum)", ERROR, [TT + "test_corrupted_shard_is_caught_on_read_and_only_that_part_rebuilt", TT + "test_corrupted_valid_mask_is_caught"]),

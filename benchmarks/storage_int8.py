@@ -1,10 +1,10 @@
 """Effect of int8 feature storage on a real LESS selection, and its size, side by side with fp16.
 
-Takes a finished datastore (e.g. the demo's `demo_output/datastore`), re-stores its fp16 pool and target features as
-int8 (the same per-row ±127 quantisation the writer applies), scores both, and reports per target the overlap of the
-top-5% selections, the Spearman correlation of the scores and the size ratio.
+Takes a finished datastore (e.g. the demo's `demo_output/warmup/less_datastore/<key>`), re-stores its fp16 pool and
+target features as int8 (the same per-row ±127 quantisation the writer applies), scores both, and reports per target
+the overlap of the top-5% selections, the Spearman correlation of the scores and the size ratio.
 
-    python benchmarks/storage_int8.py demo_output/datastore
+    python benchmarks/storage_int8.py demo_output/warmup/less_datastore/*/
 """
 
 from __future__ import annotations
@@ -59,4 +59,5 @@ def main(directory: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "demo_output/datastore")
+    default = next(Path("demo_output/warmup/less_datastore").glob("*/manifest.json"), Path("x/manifest.json")).parent
+    main(sys.argv[1] if len(sys.argv) > 1 else str(default))

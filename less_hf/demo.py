@@ -9,11 +9,13 @@ The defaults are sized to finish in about 10 minutes on 2 CPU cores (see README)
 from __future__ import annotations
 
 import collections
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import GradientConfig, ProjectionConfig, WarmupConfig, _DictMixin, _help
+from .datastore.atomic import write_json_atomic
 
 
 @dataclass
@@ -40,6 +42,27 @@ class DemoConfig(_DictMixin):
     report: bool = _help(
         "Write report.html/report.md and a Hub-ready export of the selection at the end.", default=True
     )
+
+
+DEMO_WARMUP_FILE = "less_hf_demo.json"
+
+
+def _check_reused_warmup(warmup_dir: Path, warmup_config: WarmupConfig, pool_size: int) -> None:
+    """A warmup left by an earlier demo run is reused only if it was made with the same settings."""
+    from .datastore.keys import diff_keys
+    from .errors import InputError
+
+    wanted = {"warmup": warmup_config.to_dict(), "pool_size": pool_size}
+    try:
+        found = json.loads((warmup_dir / DEMO_WARMUP_FILE).read_text())
+    except (OSError, ValueError):
+        found = None
+    differences = diff_keys(found, wanted) if isinstance(found, dict) else ["settings: (unknown) → this run's"]
+    if differences:
+        raise InputError(
+            f"{warmup_dir} holds a warmup made with other settings ({'; '.join(differences[:6])}); the demo reuses a "
+            "warmup only when they match. Use another --output_dir, or delete that folder to warm up again."
+        )
 
 
 def _round_robin(dataset, limit: int):
@@ -82,31 +105,31 @@ def run_demo(config: DemoConfig | None = None) -> dict:
         flush=True,
     )
     warmup_dir = out / "warmup"
-    if not any(warmup_dir.glob("checkpoint-*")):
-        warmup(
-            model_path,
-            pool,
-            warmup_dir,
-            WarmupConfig(
-                fraction=config.warmup_fraction,
-                epochs=config.epochs,
-                learning_rate=config.learning_rate,
-                per_device_batch_size=4,
-                gradient_accumulation_steps=1,
-                lora_r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                max_length=config.max_length,
-                seed=config.seed,
-                logging_steps=1,
-            ),
-            disable_tqdm=True,
+    warmup_config = WarmupConfig(
+        fraction=config.warmup_fraction,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        per_device_batch_size=4,
+        gradient_accumulation_steps=1,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        max_length=config.max_length,
+        seed=config.seed,
+        logging_steps=1,
+    )
+    if any(warmup_dir.glob("checkpoint-*")):
+        _check_reused_warmup(warmup_dir, warmup_config, config.pool_size)
+    else:
+        warmup(model_path, pool, warmup_dir, warmup_config, disable_tqdm=True)
+        write_json_atomic(
+            warmup_dir / DEMO_WARMUP_FILE, {"warmup": warmup_config.to_dict(), "pool_size": config.pool_size}
         )
     t_warm = time.perf_counter()
 
     print(f"[3/4] Gradient datastore (Adam updates, sparse JL to d={config.dim}) and target gradients...", flush=True)
     selector = LESSSelector(
         warmup_dir,
-        out / "datastore",
+        None,  # <warmup>/less_datastore/<key>: other --dim/--batch_size/--max_length get a datastore of their own
         GradientConfig(batch_size=config.batch_size, max_length=config.max_length),
         ProjectionConfig(dims=[config.dim], seed=config.seed),
     )

@@ -508,3 +508,18 @@ def test_model_identity_ignores_files_that_cannot_change_a_gradient(tiny_model_d
         f"files.tokenizer_config.json: {before['files']['tokenizer_config.json'][:12]} → "
         f"{model_identity(str(copy))['files']['tokenizer_config.json'][:12]}"
     ]
+
+
+def test_demo_refuses_a_warmup_left_with_other_settings(tmp_path):
+    from less_hf.config import WarmupConfig
+    from less_hf.datastore.atomic import write_json_atomic
+    from less_hf.demo import DEMO_WARMUP_FILE, _check_reused_warmup
+
+    (tmp_path / "checkpoint-5").mkdir()
+    write_json_atomic(tmp_path / DEMO_WARMUP_FILE, {"warmup": WarmupConfig(epochs=2).to_dict(), "pool_size": 400})
+    _check_reused_warmup(tmp_path, WarmupConfig(epochs=2), 400)  # same settings: reused
+    with pytest.raises(InputError, match=r"other settings \(warmup\.epochs: 2 → 4\).*--output_dir"):
+        _check_reused_warmup(tmp_path, WarmupConfig(epochs=4), 400)
+    (tmp_path / DEMO_WARMUP_FILE).unlink()
+    with pytest.raises(InputError, match="unknown"):
+        _check_reused_warmup(tmp_path, WarmupConfig(epochs=2), 400)
