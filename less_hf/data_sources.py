@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import InputError, MissingFileError
@@ -38,6 +37,17 @@ def _load(read, spec: str):
         ) from None
 
 
+def _folder_cache(folder: Path) -> Path:
+    """A `datasets` cache folder of its own for a local folder of data files, named after the files' paths, sizes
+    and modification times: `datasets` keys such a folder's cache by the folder's name alone, so a folder rewritten
+    in place, or another folder of the same name, would load stale rows from the shared cache."""
+    from .datastore.keys import cache_dir, key_digest
+
+    files = sorted(p for p in folder.resolve().rglob("*") if p.is_file())
+    signature = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return cache_dir() / "datasets" / key_digest(signature)[:16]
+
+
 def _non_empty(dataset, spec: str):
     if len(dataset) == 0:
         raise InputError(f"{spec!r} holds no rows.")
@@ -65,19 +75,15 @@ def load_data(spec: str | os.PathLike):
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return _non_empty(_one_split(_load(lambda: load_from_disk(str(path)), spec), spec, split), spec)
-        # a private cache: `datasets` keys a local folder's cache by its name, so a folder rewritten in place (or
-        # another folder of the same name) would load stale rows from a shared cache
-        cache = tempfile.mkdtemp(prefix="less_hf_load_")
-        return _non_empty(
-            _load(lambda: load_dataset(str(path), split=split or "train", cache_dir=cache, keep_in_memory=True), spec),
-            spec,
-        )
+        cache = str(_folder_cache(path))
+        return _non_empty(_load(lambda: load_dataset(str(path), split=split or "train", cache_dir=cache), spec), spec)
     suffix = path.suffix.lower()
     if path.exists():
         if suffix not in FILE_BUILDERS:
             raise InputError(f"{spec!r} is a {suffix or 'extensionless'} file; use .json/.jsonl/.parquet/.csv.")
-        if path.stat().st_size == 0 or not path.read_bytes()[:4096].strip():
-            raise InputError(f"{spec!r} is empty: it holds no rows.")
+        with open(path, "rb") as f:  # only the start: a pool file can be many GB
+            if not f.read(1 << 16).strip():
+                raise InputError(f"{spec!r} is empty: it holds no rows.")
         return _non_empty(
             _load(lambda: load_dataset(FILE_BUILDERS[suffix], data_files=str(path), split="train"), spec), spec
         )
