@@ -41,6 +41,7 @@ FEATURE_FORMAT = 2
 """Bumped whenever a code change alters the numbers of stored features, so older features are never reused."""
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SEEN: dict[str, dict[str, Any]] = {}  # real path → {"signature", "sha256"} of the files this process has hashed
 _CHUNK = 16 << 20
 
 
@@ -76,6 +77,15 @@ def _save_cache_entry(real: str, entry: dict[str, Any]) -> None:
         logger.debug("Could not update the file-hash cache %s: %s", _cache_file(), err)
 
 
+def _matches(entry: Any, signature: list[int]) -> bool:
+    return (
+        isinstance(entry, dict)
+        and entry.get("signature") == signature
+        and isinstance(entry.get("sha256"), str)
+        and bool(_SHA256.match(entry["sha256"]))
+    )
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 (hex) of a file's bytes, cached by the file's real path, size, mtime, ctime and inode."""
     real = Path(path).resolve()
@@ -83,17 +93,21 @@ def file_digest(path: str | os.PathLike) -> str:
         return real.name
     st = real.stat()
     signature = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-    cached = _load_cache().get(str(real))
-    if isinstance(cached, dict) and cached.get("signature") == signature and _SHA256.match(cached.get("sha256", "")):
+    cached = _SEEN.get(str(real))  # this process's hashes first: the cache file is read only on a miss
+    if not _matches(cached, signature):
+        cached = _load_cache().get(str(real))
+    if _matches(cached, signature):
+        _SEEN[str(real)] = cached
         return cached["sha256"]
     digest = hashlib.sha256()
     with open(real, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
-    sha = digest.hexdigest()
+    entry = {"signature": signature, "sha256": digest.hexdigest()}
     if real.stat().st_mtime_ns == st.st_mtime_ns:  # not rewritten while we read it
-        _save_cache_entry(str(real), {"signature": signature, "sha256": sha})
-    return sha
+        _SEEN[str(real)] = entry
+        _save_cache_entry(str(real), entry)
+    return entry["sha256"]
 
 
 def key_digest(key: Any) -> str:
