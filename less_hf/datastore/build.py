@@ -261,6 +261,10 @@ def build_datastore(
             return reused
         if (directory / MANIFEST_FILE).exists():
             logger.info("Resuming datastore build at %s", directory)
+            try:
+                manifest.created = Manifest.load(directory).created  # a resume keeps the build's creation time
+            except CorruptFileError:
+                pass  # damaged: _check_existing warned, and the folders' own keys decide what is reused
         for checkpoint in checkpoints:  # every input is checked before any work starts
             check_checkpoint(checkpoint)
         return _build(directory, manifest, checkpoints, pool, ids, gradient_config, featurizer)

@@ -182,15 +182,20 @@ class FeatureWriter:
                     _allocate(path)
         self.shard.barrier()
         self.arrays = {dim: self._open(dim, dtype) for dim in dims}
-        self.state = np.zeros(n_rows, dtype=np.uint8)
+        self.state = self._merged_state()
+        self.shard.barrier()  # every process has read the masks before anyone writes its own
+
+    def _merged_state(self) -> np.ndarray:
+        """The done-masks on disk (one per process) merged; a torn or mis-shaped mask counts as nothing done."""
+        state = np.zeros(self.n_rows, dtype=np.uint8)
         for done_file in self.part.glob("done*.npy"):
             try:
                 mask = np.load(done_file)
             except ValueError:  # cannot happen with the atomic rename; treat as nothing done
                 continue
-            if mask.shape == (n_rows,):
-                self.state = np.maximum(self.state, mask.astype(np.uint8))
-        self.shard.barrier()  # every process has read the masks before anyone writes its own
+            if mask.shape == (self.n_rows,):
+                state = np.maximum(state, mask.astype(np.uint8))
+        return state
 
     def _open(self, dim: int, dtype: str) -> np.ndarray | None:
         """The ``.part`` array of ``dim`` if it exists whole with the right shape and dtype, else None."""
@@ -258,10 +263,8 @@ class FeatureWriter:
         self.arrays = {}
         self.shard.barrier()
         message = ""
-        if self.shard.is_main:
-            state = np.zeros(self.n_rows, dtype=np.uint8)
-            for done_file in self.part.glob("done*.npy"):
-                state = np.maximum(state, np.load(done_file).astype(np.uint8))
+        state = self._merged_state() if self.shard.is_main else None
+        if state is not None:
             expected = np.flatnonzero(expect_finite) if expect_finite is not None else np.zeros(0, dtype=np.int64)
             if len(expected) and (state[expected] == NONFINITE).all():
                 remove_tree(self.part)
@@ -273,10 +276,7 @@ class FeatureWriter:
         message = self.shard.broadcast_from_main(message)
         if message:
             raise NonFiniteFeaturesError(message)
-        if self.shard.is_main:
-            state = np.zeros(self.n_rows, dtype=np.uint8)
-            for done_file in self.part.glob("done*.npy"):
-                state = np.maximum(state, np.load(done_file).astype(np.uint8))
+        if state is not None:
             if (state == PENDING).any():
                 raise RuntimeError(
                     f"{self.part}: {int((state == PENDING).sum())} rows still missing; cannot finalize."
