@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,18 +122,9 @@ class OptimizerMoments:
         if set(self.exp_avg) != set(self.exp_avg_sq):
             odd = sorted(set(self.exp_avg) ^ set(self.exp_avg_sq))[:3]
             raise OptimizerStateError(f"{where}: exp_avg and exp_avg_sq cover different parameters (e.g. {odd}).")
-        for name in sorted(self.exp_avg):
-            m, v = self.exp_avg[name], self.exp_avg_sq[name]
-            if not bool(torch.isfinite(m).all()) or not bool(torch.isfinite(v).all()):
-                raise OptimizerStateError(
-                    f"{where}: the Adam moments of {name} hold NaN/inf: the warmup diverged at or before this "
-                    "checkpoint. Re-run the warmup (lower learning rate, bf16 → fp32), or delete this checkpoint."
-                )
-            if bool((v < 0).any()):
-                raise OptimizerStateError(
-                    f"{where}: exp_avg_sq of {name} has negative values ({float(v.min()):.3g}); a second moment is a "
-                    "mean of squares and cannot be negative, so this file is corrupted or not Adam state."
-                )
+        check_moment_values(
+            ((name, self.exp_avg[name], self.exp_avg_sq[name]) for name in sorted(self.exp_avg)), where
+        )
 
     def check_matches(self, shapes: dict[str, torch.Size]) -> None:
         """Check that every trainable parameter has moments of its shape (and nothing else is left over)."""
@@ -240,20 +232,26 @@ def optimizer_file(checkpoint_dir: str | os.PathLike) -> Path:
     return path
 
 
-def check_state_values(saved: dict[str, Any], path: Path) -> None:
-    """Every parameter's moments in an optimizer state_dict are finite and its second moment is >= 0."""
-    for index, state in saved["state"].items():
-        for kind in ("exp_avg", "exp_avg_sq"):
-            if not bool(torch.isfinite(state[kind]).all()):
-                raise OptimizerStateError(
-                    f"{path}: {kind} of parameter #{index} holds NaN/inf: the warmup diverged at or before "
-                    f"{path.parent.name}. Re-run the warmup (lower learning rate, fp32), or delete this checkpoint."
-                )
-        if bool((state["exp_avg_sq"] < 0).any()):
+def check_moment_values(moments: Iterable[tuple[str, torch.Tensor, torch.Tensor]], where: str) -> None:
+    """Refuse ``(parameter, exp_avg, exp_avg_sq)`` triples that cannot be Adam state: a NaN/inf moment or a negative
+    second moment."""
+    for name, m, v in moments:
+        if not bool(torch.isfinite(m).all()) or not bool(torch.isfinite(v).all()):
             raise OptimizerStateError(
-                f"{path}: exp_avg_sq of parameter #{index} has negative values; a second moment cannot be negative, "
-                "so this file is corrupted or not Adam state."
+                f"{where}: the Adam moments of {name} hold NaN/inf: the warmup diverged at or before this checkpoint. "
+                "Re-run the warmup (lower learning rate, bf16 → fp32), or delete this checkpoint."
             )
+        if bool((v < 0).any()):
+            raise OptimizerStateError(
+                f"{where}: exp_avg_sq of {name} has negative values ({float(v.min()):.3g}); a second moment is a mean "
+                "of squares and cannot be negative, so this file is corrupted or not Adam state."
+            )
+
+
+def check_state_values(saved: dict[str, Any], path: Path) -> None:
+    """:func:`check_moment_values` of every parameter of an optimizer state_dict (named by its index)."""
+    states = saved["state"].items()
+    check_moment_values(((f"parameter #{i}", st["exp_avg"], st["exp_avg_sq"]) for i, st in states), str(path))
 
 
 def load_optimizer_file(path: Path) -> dict[str, Any]:
