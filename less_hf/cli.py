@@ -340,12 +340,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    for cls in (GradientConfig, ProjectionConfig, SelectionConfig, TSDSConfig):
-        config_from_args(args, cls)  # every value is checked before any work, used by this method or not
-
+    # every value is checked before any work, used by this method or not
+    configs = {
+        cls: config_from_args(args, cls) for cls in (GradientConfig, ProjectionConfig, SelectionConfig, TSDSConfig)
+    }
     pool = load_data(args.pool)
     targets = _parse_targets(args.target)
-    selection = config_from_args(args, SelectionConfig)
+    selection = configs[SelectionConfig]
     selector = _make_selector(args.method, args)
     results = selector.select(
         pool,

@@ -13,6 +13,7 @@ from transformers.utils import logging
 from ..config import GradientConfig, ProjectionConfig, TSDSConfig
 from ..errors import InputError
 from ..output import subset_with_scores, top_indices
+from ..scoring import normalize_rows
 from .base import Selector, as_target_dict
 from .baselines import gumbel_top_k
 from .features import MeanPoolEncoder
@@ -21,12 +22,6 @@ from .tsds_math import build_index, kde, scatter_mass, search, water_fill
 logger = logging.get_logger(__name__)
 
 SAMPLING = ("with_replacement", "without_replacement", "top")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 class TSDSSelector(Selector):
@@ -121,9 +116,9 @@ class TSDSSelector(Selector):
         else:
             pool_x, valid = self.featurizer(pool), np.ones(len(pool), dtype=bool)
             targets = {task: self.featurizer(ds) for task, ds in named.items()}
-        pool_x = _unit(pool_x)
+        pool_x = normalize_rows(pool_x)
         valid &= np.isfinite(pool_x).all(axis=1) & (np.linalg.norm(pool_x, axis=1) > 0)
-        return pool_x, valid, {task: _unit(t) for task, t in targets.items()}
+        return pool_x, valid, {task: normalize_rows(t) for task, t in targets.items()}
 
     # ---------------------------------------------------------------------------------------------------- score
     def score(self, pool, targets: Any) -> dict[str, np.ndarray]:
