@@ -15,6 +15,7 @@ from transformers.utils import logging
 
 from ..errors import InputError
 from .optimizer_state import CAPTURE_DIR, OptimizerMoments, canonical_name, check_adam, moments_from_optimizer
+from .sharded import gather_full_moments, is_sharded
 
 logger = logging.get_logger(__name__)
 
@@ -96,7 +97,9 @@ class GradientCaptureCallback(TrainerCallback):
     - ``state.json``: optimizer step, betas, eps, every learning rate used since the previous save and their mean
       (η̄ for this checkpoint), the base model, the adapter config, the trainable parameter names and the seed.
 
-    Only the main process writes under `accelerate launch`. A non-Adam optimizer fails at train start.
+    Only the main process writes under `accelerate launch`. A non-Adam optimizer fails at train start. Under FSDP
+    (FSDP1 or FSDP2 ``fully_shard``) every rank joins torch's ``get_optimizer_state_dict(full_state_dict=True)`` at
+    each save, and the main process writes the same files a DDP run writes; DeepSpeed is refused at train start.
 
     By default the save copies the moments to CPU (tens of milliseconds) and writes the files in a background
     thread while training goes on. That thread is joined before the next save, when training ends and when the
@@ -148,12 +151,14 @@ class GradientCaptureCallback(TrainerCallback):
         optimizer = kwargs.get("optimizer")
         if optimizer is None:
             raise InputError("GradientCaptureCallback needs the Trainer's optimizer; none was passed to the callback.")
-        check_adam(optimizer)
-        if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+        if getattr(args, "deepspeed", None) or getattr(getattr(args, "hf_deepspeed_config", None), "config", None):
             raise InputError(
-                "GradientCaptureCallback reads full Adam moments on the main process; DeepSpeed/FSDP shard them. Run "
-                "the warmup with plain DDP (`accelerate launch` without deepspeed/fsdp) — LoRA moments are small."
+                "GradientCaptureCallback does not support DeepSpeed: ZeRO partitions the Adam moments in its own flat "
+                "layout and wraps the optimizer. Run the warmup with FSDP instead (`accelerate launch --use_fsdp`, or "
+                "fsdp=True in TrainingArguments; the callback gathers the full moments at every save) or with plain "
+                "DDP. LoRA moments are small: ZeRO saves little memory on them."
             )
+        check_adam(optimizer)
         model = kwargs.get("model")
         if model is not None and not any(p.requires_grad for p in model.parameters()):
             raise InputError("The model has no trainable parameters; wrap it with peft LoRA before training.")
@@ -198,6 +203,10 @@ class GradientCaptureCallback(TrainerCallback):
         self._steps.append(state.global_step + 1)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        model, optimizer = kwargs["model"], kwargs["optimizer"]
+        sharded = is_sharded(model)
+        # FSDP: every rank takes part in the gather (a collective), before the main process may return early
+        gathered = gather_full_moments(model, optimizer, self.adapter_name) if sharded else None
         if not state.is_world_process_zero:
             self._lrs, self._steps = [], []
             return
@@ -206,8 +215,7 @@ class GradientCaptureCallback(TrainerCallback):
         if not checkpoint.is_dir():
             logger.warning("GradientCaptureCallback: %s not found after save; nothing captured.", checkpoint)
             return
-        model, optimizer = kwargs["model"], kwargs["optimizer"]
-        moments = moments_from_optimizer(optimizer, model, self.adapter_name)
+        moments = gathered if gathered is not None else moments_from_optimizer(optimizer, model, self.adapter_name)
         peft_config = getattr(model, "peft_config", {}).get(self.adapter_name)
         lrs = self._lrs or [float(optimizer.param_groups[0]["lr"])]
         if sum(lrs) <= 0:
@@ -224,9 +232,11 @@ class GradientCaptureCallback(TrainerCallback):
             "mean_lr": sum(lrs) / len(lrs),
             "base_model_name_or_path": _absolute(self.base_model_name_or_path) or _base_model_path(model),
             "adapter_config": peft_config.to_dict() if peft_config is not None else None,
-            "trainable_parameters": [
-                canonical_name(n, self.adapter_name) for n, p in model.named_parameters() if p.requires_grad
-            ],
+            "trainable_parameters": (
+                sorted(moments.exp_avg)  # FSDP1 without use_orig_params names flat parameters: use the gathered names
+                if sharded
+                else [canonical_name(n, self.adapter_name) for n, p in model.named_parameters() if p.requires_grad]
+            ),
             "seed": args.seed,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }

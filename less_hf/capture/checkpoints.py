@@ -16,10 +16,9 @@ from .optimizer_state import (
     STATE_FILE,
     OptimizerMoments,
     check_state_values,
-    load_optimizer_file,
     moments_from_hf_checkpoint,
-    optimizer_file,
 )
+from .sharded import checkpoint_optimizer_state, is_named_state, moments_from_named_state
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -148,8 +147,11 @@ def check_checkpoint(checkpoint: CheckpointInfo) -> None:
     if checkpoint.captured:
         OptimizerMoments.load(path / CAPTURE_DIR)
     else:
-        optimizer = optimizer_file(path)
-        check_state_values(load_optimizer_file(optimizer), optimizer)
+        saved, where = checkpoint_optimizer_state(path)
+        if is_named_state(saved):
+            moments_from_named_state(saved, str(where))
+        else:
+            check_state_values(saved, where)
 
 
 def load_moments(checkpoint: CheckpointInfo, model, shapes: dict) -> OptimizerMoments:

@@ -14,22 +14,29 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import InputError, MissingFileError, OptimizerStateError
+from ..errors import InputError, OptimizerStateError
 
 MOMENTS_FILE = "moments.safetensors"
 STATE_FILE = "state.json"
 CAPTURE_DIR = "less_hf"
 
 
+# Module names that wrappers insert into parameter names: FSDP1, torch.compile, activation checkpointing.
+WRAPPER_TOKENS = ("_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
+
+
 def canonical_name(name: str, adapter_name: str = "default") -> str:
-    """Name of a LoRA parameter independent of DDP wrapping and of the adapter's name.
+    """Name of a LoRA parameter independent of DDP/FSDP/compile wrapping and of the adapter's name.
 
     ``module.base_model.model.layers.0.q_proj.lora_A.default.weight``
-    → ``base_model.model.layers.0.q_proj.lora_A.weight``
+    → ``base_model.model.layers.0.q_proj.lora_A.weight``; so do
+    ``_orig_mod.base_model._fsdp_wrapped_module.model.layers.0._checkpoint_wrapped_module.q_proj.lora_A.default.weight``
+    and every other mix of those wrappers.
     """
-    if name.startswith("module."):
-        name = name[len("module.") :]
-    return name.replace(f".{adapter_name}.", ".")
+    parts = [part for part in name.split(".") if part not in WRAPPER_TOKENS]
+    while parts and parts[0] == "module":  # DDP / DataParallel / DeepSpeed engine
+        parts = parts[1:]
+    return ".".join(parts).replace(f".{adapter_name}.", ".")
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -181,7 +188,10 @@ def moments_from_optimizer(optimizer: Any, model: torch.nn.Module, adapter_name:
 def moments_from_hf_checkpoint(
     checkpoint_dir: str | os.PathLike, model: torch.nn.Module, adapter_name: str = "default"
 ) -> OptimizerMoments:
-    """Moments from a plain HF Trainer checkpoint (``optimizer.pt`` or ``optimizer.bin``) saved without the callback.
+    """Moments from a plain HF Trainer checkpoint saved without the callback: ``optimizer.pt`` / ``optimizer.bin``,
+    or FSDP's ``optimizer_0/`` folder (see :func:`~less_hf.capture.sharded.checkpoint_optimizer_state`).
+
+    State saved under FSDP is keyed by parameter name and read by name.
 
     The Trainer saves state by position: the trainable parameters that get weight decay, in ``named_parameters()``
     order, then those that do not. That order is rebuilt here and every shape is checked, so a mismatch fails loudly
@@ -189,8 +199,11 @@ def moments_from_hf_checkpoint(
     """
     from transformers import Trainer
 
-    path = optimizer_file(checkpoint_dir)
-    saved = load_optimizer_file(path)
+    from .sharded import checkpoint_optimizer_state, is_named_state, moments_from_named_state
+
+    saved, path = checkpoint_optimizer_state(checkpoint_dir)
+    if is_named_state(saved):  # FSDP: keyed by parameter name, whatever the order
+        return moments_from_named_state(saved, str(path), adapter_name)
     decay = set(Trainer.get_decay_parameter_names(None, model))  # does not use self
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     ordered = [(n, p) for n, p in trainable if n in decay] + [(n, p) for n, p in trainable if n not in decay]
@@ -207,8 +220,8 @@ def moments_from_hf_checkpoint(
         if tuple(state["exp_avg"].shape) != tuple(param.shape):
             raise InputError(
                 f"{path}: state #{index} has shape {tuple(state['exp_avg'].shape)} but parameter {name} has "
-                f"{tuple(param.shape)}. The file's parameter order does not match this model (FSDP/DeepSpeed "
-                "checkpoints are saved differently): re-run the warmup with GradientCaptureCallback."
+                f"{tuple(param.shape)}. The file's parameter order does not match this model: it was saved from "
+                "another model or LoRA config. Re-run the warmup with GradientCaptureCallback."
             )
         exp_avg[key], exp_avg_sq[key] = state["exp_avg"], state["exp_avg_sq"]
         steps.append(_step_of(state))
@@ -216,20 +229,6 @@ def moments_from_hf_checkpoint(
     moments = OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)
     moments.check_values(str(path))
     return moments
-
-
-def optimizer_file(checkpoint_dir: str | os.PathLike) -> Path:
-    """The Trainer's ``optimizer.pt`` (or ``optimizer.bin``) of a checkpoint; a clear error when there is none."""
-    checkpoint_dir = Path(checkpoint_dir)
-    path = next(
-        (checkpoint_dir / f for f in ("optimizer.pt", "optimizer.bin") if (checkpoint_dir / f).is_file()), None
-    )
-    if path is None:
-        raise MissingFileError(
-            f"{checkpoint_dir} has neither a less_hf capture nor optimizer.pt/optimizer.bin. Train with "
-            "GradientCaptureCallback, or keep `save_only_model=False` so the Trainer saves the optimizer."
-        )
-    return path
 
 
 def check_moment_values(moments: Iterable[tuple[str, torch.Tensor, torch.Tensor]], where: str) -> None:
@@ -254,7 +253,7 @@ def check_state_values(saved: dict[str, Any], path: Path) -> None:
     check_moment_values(((f"parameter #{i}", st["exp_avg"], st["exp_avg_sq"]) for i, st in states), str(path))
 
 
-def load_optimizer_file(path: Path) -> dict[str, Any]:
+def load_optimizer_file(path: Path, check: bool = True) -> dict[str, Any]:
     """``torch.load`` an optimizer file safely (tensors and plain containers only) and check it is Adam state."""
     try:  # weights_only: tensors and plain containers only; nothing from the file is unpickled as code
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -264,7 +263,8 @@ def load_optimizer_file(path: Path) -> dict[str, Any]:
             "less_hf only reads optimizer files holding tensors (weights_only=True) and never unpickles code. "
             "Re-save it from a trusted run, or train with GradientCaptureCallback (safetensors)."
         ) from None
-    check_adam_state_dict(saved, path)
+    if check:
+        check_adam_state_dict(saved, path)
     return saved
 
 
