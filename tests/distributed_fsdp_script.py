@@ -7,7 +7,7 @@ training"). So this script drives the warmup with a small training loop and call
 / ``on_optimizer_step`` / ``on_save`` exactly as the Trainer does. It also writes the optimizer files a Trainer
 writes under FSDP (``optimizer.bin`` for FULL_STATE_DICT, ``optimizer_0/`` for SHARDED_STATE_DICT) for the readers.
 
-Usage: distributed_fsdp_script.py MODEL_DIR OUTPUT_DIR
+Usage: distributed_fsdp_script.py MODEL_DIR OUTPUT_DIR [fsdp1] [fsdp1_flat]
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def save_adapter(model, peft_model, directory: Path, rank: int, sharded: bool) -
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     if sharded:
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # FSDP1's cpu_offload of tensors already on the CPU crashes (torch 2.13): gather without it
+        offload = not isinstance(model, torch.distributed.fsdp.FullyShardedDataParallel)
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=offload))
         if rank == 0:
             peft_model.save_pretrained(directory, state_dict=full)
     elif rank == 0:
@@ -78,10 +80,27 @@ def warmup(model_dir: str, output_dir: Path, mode: str, rank: int) -> dict:
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
     from less_hf.capture import GradientCaptureCallback
+    from less_hf.errors import OptimizerStateError
 
     peft_model = build_model(model_dir)
+    hook_model = peft_model  # the Trainer passes its own model: unwrapped under DDP, FSDP2 shards in place
     if mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(peft_model)
+    elif mode.startswith("fsdp1"):  # FSDP1 wraps: the Trainer then passes the wrapper
+        from peft.utils.other import fsdp_auto_wrap_policy
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+        # flat parameters cannot mix frozen and trainable tensors: peft's policy (the one accelerate uses for peft
+        # models) gives the LoRA modules FSDP units of their own
+        policy = ModuleWrapPolicy({LlamaDecoderLayer}) if mode == "fsdp1" else fsdp_auto_wrap_policy(peft_model)
+        model = hook_model = FullyShardedDataParallel(
+            peft_model,
+            auto_wrap_policy=policy,
+            use_orig_params=mode == "fsdp1",  # "fsdp1_flat": one FlatParameter per wrapped module
+            device_id=torch.device("cpu"),
+        )
     else:
         from torch.distributed.fsdp import fully_shard
 
@@ -94,8 +113,6 @@ def warmup(model_dir: str, output_dir: Path, mode: str, rank: int) -> dict:
     state = TrainerState(max_steps=STEPS, save_steps=SAVE_EVERY, is_world_process_zero=rank == 0)
     control = TrainerControl()
     callback = GradientCaptureCallback(base_model_name_or_path=model_dir)
-    # the Trainer passes its unwrapped model (FSDP2 shards in place; DDP's .module)
-    hook_model = peft_model
     callback.on_train_begin(args, state, control, model=hook_model, optimizer=optimizer)
     info = {}
     for step, batch in enumerate(batches(model_dir, rank), start=1):
@@ -109,17 +126,20 @@ def warmup(model_dir: str, output_dir: Path, mode: str, rank: int) -> dict:
         state.global_step, state.epoch = step, step / STEPS
         if step % SAVE_EVERY == 0:
             checkpoint = output_dir / f"checkpoint-{step}"
-            save_adapter(model, peft_model, checkpoint, rank, sharded=mode == "fsdp")
+            save_adapter(model, peft_model, checkpoint, rank, sharded=mode != "ddp")
             if mode == "fsdp":
                 save_plain_fsdp_optimizer(model, optimizer, output_dir.parent / "plain" / checkpoint.name, rank)
             dist.barrier()
-            callback.on_save(args, state, control, model=hook_model, optimizer=optimizer)
+            try:
+                callback.on_save(args, state, control, model=hook_model, optimizer=optimizer)
+            except OptimizerStateError as err:  # raised on rank 0 only: record it, keep the ranks in step
+                info["refused"] = str(err)
     callback.on_train_end(args, state, control)
     if mode == "fsdp":
         from torch.distributed.tensor import DTensor
 
         lora = next(p for n, p in peft_model.named_parameters() if "lora_A" in n)
-        info = {
+        info |= {
             "dtensor": isinstance(lora, DTensor),
             "full_shape": list(lora.shape),
             "local_shape": list(lora.to_local().shape) if isinstance(lora, DTensor) else None,
@@ -133,7 +153,9 @@ if __name__ == "__main__":
     state = PartialState(cpu=True)  # gloo over CPU
     rank = state.process_index
     warmup(model_dir, output_dir / "ddp", "ddp", rank)
-    info = warmup(model_dir, output_dir / "fsdp", "fsdp", rank)
+    info = {"fsdp": warmup(model_dir, output_dir / "fsdp", "fsdp", rank)}
+    for mode in sys.argv[3:]:  # FSDP1 runs: use_orig_params=True ("fsdp1") and flat parameters ("fsdp1_flat")
+        info[mode] = warmup(model_dir, output_dir / mode, mode, rank)
     if rank == 0:
         (output_dir / "fsdp_info.json").write_text(json.dumps(info))
     dist.barrier()

@@ -24,16 +24,18 @@ CHECKPOINTS = ["checkpoint-2", "checkpoint-4"]
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("fsdp")
-    launch("distributed_fsdp_script.py", tiny_model_dir, str(out))
+    launch("distributed_fsdp_script.py", tiny_model_dir, str(out), "fsdp1", "fsdp1_flat")
     return out
 
 
 @pytest.mark.slow
-def test_fsdp_capture_equals_ddp_capture(runs):
+@pytest.mark.parametrize("mode", ["fsdp", "fsdp1_flat"])  # FSDP2 fully_shard; FSDP1 with flat parameters
+def test_fsdp_capture_equals_ddp_capture(runs, mode):
     info = json.loads((runs / "fsdp_info.json").read_text())
-    assert info["dtensor"] and info["local_shape"][0] * 2 == info["full_shape"][0]  # really sharded over 2 ranks
+    assert info["fsdp"]["dtensor"] and info["fsdp"]["local_shape"][0] * 2 == info["fsdp"]["full_shape"][0]  # sharded
+    assert "refused" not in info[mode]
     for name in CHECKPOINTS:
-        ddp, fsdp = (runs / mode / name / "less_hf" for mode in ("ddp", "fsdp"))
+        ddp, fsdp = (runs / run / name / "less_hf" for run in ("ddp", mode))
         assert sorted(p.name for p in fsdp.iterdir()) == sorted(p.name for p in ddp.iterdir())  # the same files
         a, b = OptimizerMoments.load(ddp), OptimizerMoments.load(fsdp)
         assert (a.step, a.betas, a.eps) == (b.step, b.betas, b.eps) and a.step == int(name.split("-")[1])
@@ -45,6 +47,14 @@ def test_fsdp_capture_equals_ddp_capture(runs):
             assert a.exp_avg_sq[key].abs().sum() > 0
         for field in ("learning_rates", "learning_rate_steps", "mean_lr", "trainable_parameters", "adapter_config"):
             assert a.extra[field] == b.extra[field], field
+
+
+@pytest.mark.slow
+def test_fsdp1_use_orig_params_on_cpu_is_refused_not_wrong(runs):
+    """torch's FSDP1 (use_orig_params=True) returns exp_avg_sq's buffer as exp_avg for a CPU model: refused."""
+    refused = json.loads((runs / "fsdp_info.json").read_text())["fsdp1"]["refused"]
+    assert "exp_avg and exp_avg_sq" in refused and "FSDP2" in refused
+    assert not list((runs / "fsdp1").glob("checkpoint-*/less_hf"))
 
 
 @pytest.mark.slow

@@ -86,7 +86,31 @@ def gather_full_moments(
     full = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.is_initialized() and dist.get_rank() != 0:
         return None
+    check_not_aliased(full)
     return moments_from_named_state(full, "the FSDP optimizer state", adapter_name)
+
+
+def check_not_aliased(saved: dict[str, Any]) -> None:
+    """Refuse a gathered state whose ``exp_avg`` and ``exp_avg_sq`` share memory.
+
+    FSDP1 with ``use_orig_params=True`` all-gathers every state into one buffer and returns views of it; its
+    ``cpu_offload`` copy is what separates them, and a model already on the CPU gets no copy, so torch 2.13 returns
+    ``exp_avg_sq``'s values as ``exp_avg`` too. That would be silently wrong, so it is refused here.
+    """
+    for name, state in saved["state"].items():
+        m, v = state.get("exp_avg"), state.get("exp_avg_sq")
+        if (
+            isinstance(m, torch.Tensor)
+            and isinstance(v, torch.Tensor)
+            and m.numel()
+            and m.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
+        ):
+            raise OptimizerStateError(
+                f"The gathered FSDP optimizer state of {name} holds one buffer for exp_avg and exp_avg_sq: torch's "
+                "FSDP1 with use_orig_params=True does so for a model on the CPU. Use FSDP2 (fsdp_config "
+                "{'version': 2}, the Trainer's default, or `fully_shard`), or FSDP1 with use_orig_params=False, or "
+                "train on GPUs."
+            )
 
 
 def load_sharded_optimizer_dir(folder: Path) -> dict[str, Any]:
