@@ -330,12 +330,34 @@ def _make_selector(method: str, args: argparse.Namespace):
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    import os
+
+    from .datastore.distributed import SHARD_ENV, parse_shard
     from .output.info import describe, format_description
 
+    if args.shard:
+        parse_shard(args.shard)  # checked before any work
+        if not args.datastore_dir:
+            raise InputError("--shard needs --datastore_dir: the folder this shard writes (one per shard).")
+        os.environ[SHARD_ENV] = args.shard  # read by the featurizer's current_shard()
     selector = _make_selector("less", args)
     datastore = selector.build_datastore(load_data(args.pool))
-    if _is_main_process():
+    if datastore is None:  # one shard of a split build
+        print(
+            f"shard {os.environ[SHARD_ENV]} written to {args.datastore_dir}; combine all shard folders with "
+            "`less-hf merge-shards --output_dir DATASTORE SHARD_DIR...`"
+        )
+    elif _is_main_process():
         print(format_description(describe(datastore.directory)))
+    return 0
+
+
+def _cmd_merge_shards(args: argparse.Namespace) -> int:
+    from .datastore.shards import merge_shards
+    from .output.info import describe, format_description
+
+    datastore = merge_shards(args.output_dir, args.shard_dirs)
+    print(format_description(describe(datastore.directory)))
     return 0
 
 
@@ -473,8 +495,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subparser(sub, "build", "Build (or resume) the pool's gradient datastore from the warmup checkpoints.")
     _datastore_args(p)
+    _add(
+        p,
+        "--shard",
+        "Compute only shard K of N ('K/N', or 'auto': RANK/WORLD_SIZE of `accelerate launch`) into --datastore_dir, "
+        "for machines that share no filesystem; `merge-shards` combines the N folders.",
+        default=None,
+    )
     p.set_defaults(func=_cmd_build)
     parser._less_subparsers["build"] = p  # type: ignore[attr-defined]
+
+    p = _subparser(
+        sub, "merge-shards", "Combine the folders of `build --shard K/N` into one datastore (as one process builds)."
+    )
+    _add(p, "--output_dir", "The datastore to create.", required=True)
+    p.add_argument("shard_dirs", nargs="+", help="The N shard folders (any order).")
+    p.set_defaults(func=_cmd_merge_shards)
+    parser._less_subparsers["merge-shards"] = p  # type: ignore[attr-defined]
 
     p = _subparser(sub, "select", "Score the pool for each target task and save the top rows with provenance.")
     _datastore_args(p, warmup_required=False)

@@ -5,6 +5,7 @@ It stores; it does not compute: features come from :class:`less_hf.gradients.Gra
 
 from .build import Datastore, build_datastore
 from .manifest import Manifest
+from .shards import merge_shards
 from .store import FeatureWriter, open_features
 from .targets import TargetFeatures, build_target_features, load_target_features
 from .write import write_features
@@ -17,6 +18,7 @@ __all__ = [
     "build_datastore",
     "build_target_features",
     "load_target_features",
+    "merge_shards",
     "open_features",
     "write_features",
 ]

@@ -44,6 +44,7 @@ logger = logging.get_logger(__name__)
 __all__ = ["DEFAULT_DATASTORE_FOLDER", "Datastore", "build_datastore", "datastore_key", "resolve_datastore_dir"]
 
 DEFAULT_DATASTORE_FOLDER = "less_datastore"
+SHARD_FILE = "shard.json"  # in the folder of one shard of a split build (LESS_HF_SHARD / --shard)
 
 
 def check_unique_ids(ids: list[str], what: str = "pool") -> None:
@@ -196,8 +197,12 @@ def build_datastore(
     projection_config: ProjectionConfig | None = None,
     base_model: str | None = None,
     featurizer: GradientFeaturizer | None = None,
-) -> Datastore:
+) -> Datastore | None:
     """Build (or resume, or reuse) the pool's gradient datastore.
+
+    Under a separate shard (``LESS_HF_SHARD=K/N`` / ``less-hf build --shard``, for ranks that share no filesystem)
+    only this shard's rows are computed into ``output_dir`` and None is returned:
+    :func:`~less_hf.datastore.shards.merge_shards` combines the N folders.
 
     The build holds an exclusive lock on its folder (a second writer fails at once; readers need no lock), writes
     every file atomically and records finished rows as it goes: a build killed at any moment resumes from its last
@@ -317,7 +322,7 @@ def _build(
     ids: list[str],
     gradient_config: GradientConfig,
     featurizer: GradientFeaturizer,
-) -> Datastore:
+) -> Datastore | None:
     shard = featurizer.shard
     featurizer.load(checkpoints[0])
     too_big = [d for d in manifest.dims if d > featurizer.num_params]
@@ -372,21 +377,41 @@ def _build(
             len(bad),
             [ids[i] for i in bad[:5]],
         )
+    if shard.separate:  # one shard of a split build: record what merge_shards needs to finish the datastore
+        write_json_atomic(output_dir / ROW_IDS_FILE, ids)
+        record = {"rank": shard.rank, "world_size": shard.world_size, "no_supervised_token": no_loss.tolist()}
+        write_json_atomic(output_dir / SHARD_FILE, record)
+        logger.info(
+            "Shard %d/%d written to %s; combine the %d shard folders with `less-hf merge-shards`.",
+            shard.rank,
+            shard.world_size,
+            output_dir,
+            shard.world_size,
+        )
+        return None
+    if shard.is_main:
+        finish_datastore(output_dir, manifest, ids, valid, no_loss, bad)
+    shard.barrier()
+    return Datastore(output_dir, Manifest.load(output_dir))
+
+
+def finish_datastore(
+    output_dir: Path, manifest: Manifest, ids: list[str], valid: np.ndarray, no_loss: np.ndarray, bad: np.ndarray
+) -> None:
+    """Once every feature folder is final: write the valid mask and row ids, record the invalid rows and every
+    file's checksum in the manifest, and mark it complete."""
     manifest.invalid_rows = {
         "no_supervised_token": _report_invalid(ids, no_loss),
         "nonfinite_features": _report_invalid(ids, bad),
     }
-    if shard.is_main:
-        save_npy_atomic(output_dir / VALID_FILE, valid)
-        write_json_atomic(output_dir / ROW_IDS_FILE, ids)
-        files = {name: file_checksum(output_dir / name) for name in (VALID_FILE, ROW_IDS_FILE)}
-        for checkpoint in checkpoints:
-            folder = Path("pool") / checkpoint.name
-            for name, record in recorded_checksums(output_dir / folder).items():
-                if name.startswith("d"):
-                    files[str(folder / name)] = record
-        manifest.files = files
-        manifest.status = "complete"
-        manifest.save(output_dir)
-    shard.barrier()
-    return Datastore(output_dir, Manifest.load(output_dir))
+    save_npy_atomic(output_dir / VALID_FILE, valid)
+    write_json_atomic(output_dir / ROW_IDS_FILE, ids)
+    files = {name: file_checksum(output_dir / name) for name in (VALID_FILE, ROW_IDS_FILE)}
+    for checkpoint in manifest.checkpoints:
+        folder = Path("pool") / checkpoint.name
+        for name, record in recorded_checksums(output_dir / folder).items():
+            if name.startswith("d"):
+                files[str(folder / name)] = record
+    manifest.files = files
+    manifest.status = "complete"
+    manifest.save(output_dir)

@@ -260,6 +260,8 @@ class FeatureWriter:
         if self.complete:
             return nonfinite_rows(self.directory)
         self.flush()
+        if self.shard.separate:  # one shard of a split build: merge_shards finalises the combined folder
+            return np.flatnonzero(self.state == NONFINITE).tolist()
         self.arrays = {}
         self.shard.barrier()
         message = ""

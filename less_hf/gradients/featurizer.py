@@ -129,7 +129,7 @@ class GradientFeaturizer:
         plan = self.batch_plan(tokenized)
         shard = self.shard
         mine = [b for k, b in enumerate(plan) if k % shard.world_size == shard.rank and not done[b].all()]
-        empty = np.flatnonzero((counts == 0) & ~done) if shard.is_main else np.zeros(0, dtype=np.int64)
+        empty = np.flatnonzero((counts == 0) & ~done) if shard.rank == 0 else np.zeros(0, dtype=np.int64)
         if len(empty):
             yield empty, {p.dim: np.zeros((len(empty), p.dim), dtype=np.float32) for p in self.projectors}
         if not mine:
