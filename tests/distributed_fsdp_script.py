@@ -7,7 +7,7 @@ training"). So this script drives the warmup with a small training loop and call
 / ``on_optimizer_step`` / ``on_save`` exactly as the Trainer does. It also writes the optimizer files a Trainer
 writes under FSDP (``optimizer.bin`` for FULL_STATE_DICT, ``optimizer_0/`` for SHARDED_STATE_DICT) for the readers.
 
-Usage: distributed_fsdp_script.py MODEL_DIR OUTPUT_DIR [fsdp1] [fsdp1_flat]
+Usage: distributed_fsdp_script.py MODEL_DIR OUTPUT_DIR [MODE...] (fsdp, fsdp1, fsdp1_flat, zero2, zero3)
 """
 
 from __future__ import annotations
@@ -101,14 +101,29 @@ def warmup(model_dir: str, output_dir: Path, mode: str, rank: int) -> dict:
             use_orig_params=mode == "fsdp1",  # "fsdp1_flat": one FlatParameter per wrapped module
             device_id=torch.device("cpu"),
         )
+    elif mode.startswith("zero"):  # DeepSpeed ZeRO-2 / ZeRO-3 driving torch's AdamW (DS_ACCELERATOR=cpu, gloo)
+        import deepspeed
+
+        base = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
+        config = {
+            "train_micro_batch_size_per_gpu": BATCH,
+            "gradient_accumulation_steps": 1,
+            "zero_optimization": {"stage": int(mode[-1])},
+            "zero_allow_untested_optimizer": True,
+            "gradient_clipping": 0.0,
+        }
+        model, ds_optimizer, _, _ = deepspeed.initialize(model=peft_model, optimizer=base, config=config)
     else:
         from torch.distributed.fsdp import fully_shard
 
         for layer in peft_model.base_model.model.model.layers:
             fully_shard(layer)
         model = fully_shard(peft_model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    if mode.startswith("zero"):
+        optimizer = ds_optimizer  # what the Trainer hands its callbacks under DeepSpeed
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
     args = TrainingArguments(output_dir=str(output_dir), report_to=[], use_cpu=True, seed=0)
     state = TrainerState(max_steps=STEPS, save_steps=SAVE_EVERY, is_world_process_zero=rank == 0)
     control = TrainerControl()
@@ -119,14 +134,24 @@ def warmup(model_dir: str, output_dir: Path, mode: str, rank: int) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = LR * (1 - (step - 1) / STEPS)  # linear decay, as the warmup's schedule
         loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
+        if mode.startswith("zero"):
+            model.backward(loss)
+            model.step()
+        else:
+            loss.backward()
+            optimizer.step()
         callback.on_optimizer_step(args, state, control, optimizer=optimizer)
         optimizer.zero_grad()
         state.global_step, state.epoch = step, step / STEPS
         if step % SAVE_EVERY == 0:
             checkpoint = output_dir / f"checkpoint-{step}"
-            save_adapter(model, peft_model, checkpoint, rank, sharded=mode != "ddp")
+            if mode == "zero3":  # ZeRO-3 partitions the weights too: gather them for the save
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters(list(peft_model.parameters()), modifier_rank=None):
+                    save_adapter(model, peft_model, checkpoint, rank, sharded=False)
+            else:
+                save_adapter(model, peft_model, checkpoint, rank, sharded=mode not in ("ddp", "zero2"))
             if mode == "fsdp":
                 save_plain_fsdp_optimizer(model, optimizer, output_dir.parent / "plain" / checkpoint.name, rank)
             dist.barrier()
@@ -153,8 +178,9 @@ if __name__ == "__main__":
     state = PartialState(cpu=True)  # gloo over CPU
     rank = state.process_index
     warmup(model_dir, output_dir / "ddp", "ddp", rank)
-    info = {"fsdp": warmup(model_dir, output_dir / "fsdp", "fsdp", rank)}
-    for mode in sys.argv[3:]:  # FSDP1 runs: use_orig_params=True ("fsdp1") and flat parameters ("fsdp1_flat")
+    info = {}
+    # fsdp (FSDP2), fsdp1 (use_orig_params=True), fsdp1_flat, zero2, zero3 (DeepSpeed)
+    for mode in sys.argv[3:] or ["fsdp"]:
         info[mode] = warmup(model_dir, output_dir / mode, mode, rank)
     if rank == 0:
         (output_dir / "fsdp_info.json").write_text(json.dumps(info))

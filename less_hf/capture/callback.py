@@ -15,7 +15,7 @@ from transformers.utils import logging
 
 from ..errors import InputError
 from .optimizer_state import CAPTURE_DIR, OptimizerMoments, canonical_name, check_adam, moments_from_optimizer
-from .sharded import gather_full_moments, is_sharded
+from .sharded import gather_deepspeed_moments, gather_full_moments, is_deepspeed, is_sharded
 
 logger = logging.get_logger(__name__)
 
@@ -99,7 +99,8 @@ class GradientCaptureCallback(TrainerCallback):
 
     Only the main process writes under `accelerate launch`. A non-Adam optimizer fails at train start. Under FSDP
     (FSDP1 or FSDP2 ``fully_shard``) every rank joins torch's ``get_optimizer_state_dict(full_state_dict=True)`` at
-    each save, and the main process writes the same files a DDP run writes; DeepSpeed is refused at train start.
+    each save, and the main process writes the same files a DDP run writes. Under DeepSpeed ZeRO (1, 2 or 3, driving
+    torch's AdamW) every rank joins DeepSpeed's ``safe_get_full_optimizer_state`` instead.
 
     By default the save copies the moments to CPU (tens of milliseconds) and writes the files in a background
     thread while training goes on. That thread is joined before the next save, when training ends and when the
@@ -151,13 +152,19 @@ class GradientCaptureCallback(TrainerCallback):
         optimizer = kwargs.get("optimizer")
         if optimizer is None:
             raise InputError("GradientCaptureCallback needs the Trainer's optimizer; none was passed to the callback.")
-        if getattr(args, "deepspeed", None) or getattr(getattr(args, "hf_deepspeed_config", None), "config", None):
-            raise InputError(
-                "GradientCaptureCallback does not support DeepSpeed: ZeRO partitions the Adam moments in its own flat "
-                "layout and wraps the optimizer. Run the warmup with FSDP instead (`accelerate launch --use_fsdp`, or "
-                "fsdp=True in TrainingArguments; the callback gathers the full moments at every save) or with plain "
-                "DDP. LoRA moments are small: ZeRO saves little memory on them."
-            )
+        if is_deepspeed(optimizer) or getattr(args, "deepspeed", None):
+            try:
+                import deepspeed.utils  # noqa: F401
+            except ImportError:
+                raise InputError("This run uses DeepSpeed but `deepspeed` cannot be imported here.") from None
+            try:
+                check_adam(optimizer)
+            except InputError:
+                raise InputError(
+                    "Under DeepSpeed, LESS needs ZeRO to drive torch's Adam/AdamW: leave the `optimizer` section out "
+                    "of the DeepSpeed config (the Trainer then passes its own `optim='adamw_torch'`), or pass "
+                    "torch.optim.AdamW to deepspeed.initialize (with zero_allow_untested_optimizer=true)."
+                ) from None
         check_adam(optimizer)
         model = kwargs.get("model")
         if model is not None and not any(p.requires_grad for p in model.parameters()):
@@ -204,9 +211,14 @@ class GradientCaptureCallback(TrainerCallback):
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         model, optimizer = kwargs["model"], kwargs["optimizer"]
-        sharded = is_sharded(model)
-        # FSDP: every rank takes part in the gather (a collective), before the main process may return early
-        gathered = gather_full_moments(model, optimizer, self.adapter_name) if sharded else None
+        deepspeed = is_deepspeed(optimizer)
+        sharded = deepspeed or is_sharded(model)
+        # FSDP / ZeRO: every rank takes part in the gather (a collective), before the main process may return early
+        gathered = None
+        if deepspeed:
+            gathered = gather_deepspeed_moments(model, optimizer, self.adapter_name)
+        elif sharded:
+            gathered = gather_full_moments(model, optimizer, self.adapter_name)
         if not state.is_world_process_zero:
             self._lrs, self._steps = [], []
             return

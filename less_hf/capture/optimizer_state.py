@@ -40,9 +40,13 @@ def canonical_name(name: str, adapter_name: str = "default") -> str:
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """Strip accelerate's ``AcceleratedOptimizer`` (and similar) wrappers."""
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
-        optimizer = optimizer.optimizer
+    """Strip accelerate's ``AcceleratedOptimizer`` and DeepSpeed's ZeRO optimizer (and similar) wrappers: the
+    innermost ``.optimizer``."""
+    for _ in range(8):
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
     return optimizer
 
 

@@ -1,5 +1,5 @@
-"""Adam moments when the optimizer state is sharded: gathered live under FSDP, or read from the folders a Trainer
-writes under FSDP (and recognised, with the way out, under DeepSpeed ZeRO).
+"""Adam moments when the optimizer state is sharded: gathered live under FSDP or DeepSpeed ZeRO, or read from the
+folders a Trainer writes under FSDP (DeepSpeed ZeRO checkpoint folders are recognised and refused with the way out).
 
 Under FSDP every rank holds a slice of every moment. :func:`gather_full_moments` asks torch's own
 ``get_optimizer_state_dict(..., full_state_dict=True, cpu_offload=True)`` for the whole tensors: a collective call
@@ -90,6 +90,47 @@ def gather_full_moments(
     return moments_from_named_state(full, "the FSDP optimizer state", adapter_name)
 
 
+def is_deepspeed(optimizer: Any) -> bool:
+    """Whether ``optimizer`` is (or wraps) a DeepSpeed ZeRO optimizer."""
+    while optimizer is not None:
+        if type(optimizer).__module__.startswith("deepspeed"):
+            return True
+        optimizer = getattr(optimizer, "optimizer", None)
+    return False
+
+
+def gather_deepspeed_moments(
+    model: torch.nn.Module, optimizer: Any, adapter_name: str = "default"
+) -> OptimizerMoments | None:
+    """The full Adam moments of a DeepSpeed ZeRO (stage 1, 2 or 3) run, on rank 0 (None on the other ranks).
+
+    Collective: every rank must call it. Uses DeepSpeed's own ``deepspeed.utils.safe_get_full_optimizer_state`` for
+    every trainable parameter (it all-gathers the ZeRO partitions into the parameter's full shape); the step, betas and
+    eps come from the torch Adam(W) that ZeRO drives.
+    """
+    import torch.distributed as dist
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    base = check_adam(optimizer)
+    exp_avg, exp_avg_sq = {}, {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = canonical_name(name, adapter_name)
+        m = safe_get_full_optimizer_state(param, "exp_avg")
+        v = safe_get_full_optimizer_state(param, "exp_avg_sq")
+        if m is None or v is None:
+            raise OptimizerStateError(f"DeepSpeed holds no Adam state for {name}: save checkpoints after a step.")
+        exp_avg[key], exp_avg_sq[key] = m.detach().float().cpu().clone(), v.detach().float().cpu().clone()
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    steps = [_step_of(state) for state in base.state.values()]
+    betas, eps = _group_hparams(base)
+    moments = OptimizerMoments(exp_avg, exp_avg_sq, max(steps, default=0), betas, eps)
+    moments.check_values("the DeepSpeed optimizer state")
+    return moments
+
+
 def check_not_aliased(saved: dict[str, Any]) -> None:
     """Refuse a gathered state whose ``exp_avg`` and ``exp_avg_sq`` share memory.
 
@@ -148,8 +189,8 @@ def deepspeed_error(checkpoint_dir: Path, folder: Path) -> OptimizerStateError:
         f"{checkpoint_dir} was saved by DeepSpeed ZeRO: its Adam moments are split across "
         f"{folder.name}/*_optim_states.pt in DeepSpeed's flat-partition layout, which less_hf does not read "
         f"({folder.parent / 'zero_to_fp32.py'} consolidates the weights only, not the optimizer state). Either "
-        "(1) re-run the warmup with FSDP instead of DeepSpeed (`accelerate launch --use_fsdp ...`, or fsdp=True in "
-        "TrainingArguments) and GradientCaptureCallback, which gathers the full moments at every save; or "
+        "(1) re-run the warmup with GradientCaptureCallback, which gathers the full moments at every save under "
+        "DeepSpeed ZeRO 1-3 (or FSDP: `accelerate launch --use_fsdp ...`, or DDP); or "
         "(2) consolidate each checkpoint with DeepSpeed itself, on a machine with the training's DeepSpeed: load it "
         "into the model and optimizer (`trainer.train(resume_from_checkpoint=...)` with the same config) and save "
         "`{'state': ..., 'param_groups': ...}` of `deepspeed.utils.safe_get_full_optimizer_state(param, "
