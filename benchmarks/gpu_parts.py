@@ -183,4 +183,6 @@ def free_memory(device: torch.device) -> None:
 
 
 def is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+    """An allocator's out-of-memory error (torch's, or one a library reports as a RuntimeError)."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(err, oom) or "out of memory" in str(err).lower()

@@ -75,22 +75,22 @@ def test_tiny_run_writes_every_section_and_parity_passes(tmp_path):
 
 
 @pytest.fixture
-def gpu_check():
+def gpu_sections():
     """The script as a module, with one torch thread (as --tiny runs) while the test lasts."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from benchmarks import gpu_check
+    from benchmarks import gpu_sections
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield gpu_check
+    yield gpu_sections
     torch.set_num_threads(threads)
 
 
-def test_throughput_falls_back_to_smaller_batches_then_shapes(gpu_check, monkeypatch):
+def test_throughput_falls_back_to_smaller_batches_then_shapes(gpu_sections, monkeypatch):
     """Out of memory halves the batch, then moves to the next shape; too slow moves to the next shape at once."""
 
-    real = gpu_check.throughput_one
+    real = gpu_sections.throughput_one
     tried = []
 
     def fake(shape, sizes, device, deadline, last):
@@ -98,22 +98,22 @@ def test_throughput_falls_back_to_smaller_batches_then_shapes(gpu_check, monkeyp
         if shape == "8b":
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         if shape == "3b":
-            raise gpu_check.TooSlow("3b: one batch took 99 s (simulated)")
+            raise gpu_sections.TooSlow("3b: one batch took 99 s (simulated)")
         return real("tiny", sizes, device, deadline, last)  # "1b" runs, on the tiny shape
 
-    monkeypatch.setattr(gpu_check, "throughput_one", fake)
-    sizes = gpu_check.replace(gpu_check.TINY, batch_size=4)
-    section = gpu_check.throughput(sizes, torch.device("cpu"), float("inf"), "8b")
+    monkeypatch.setattr(gpu_sections, "throughput_one", fake)
+    sizes = gpu_sections.replace(gpu_sections.TINY, batch_size=4)
+    section = gpu_sections.throughput(sizes, torch.device("cpu"), float("inf"), "8b")
     assert tried == [("8b", 4), ("8b", 2), ("8b", 1), ("3b", 4), ("1b", 4)]
     assert len(section.data["shapes_skipped"]) == 4
     assert "out of memory" in section.data["shapes_skipped"][0] and "simulated" in section.data["shapes_skipped"][3]
     assert section.data["build_rows_s"] > 0
 
 
-def test_throughput_reraises_other_errors(gpu_check, monkeypatch):
+def test_throughput_reraises_other_errors(gpu_sections, monkeypatch):
     def broken(shape, sizes, device, deadline, last):
         raise ValueError("a bug, not a resource limit")
 
-    monkeypatch.setattr(gpu_check, "throughput_one", broken)
+    monkeypatch.setattr(gpu_sections, "throughput_one", broken)
     with pytest.raises(ValueError, match="a bug"):
-        gpu_check.throughput(gpu_check.TINY, torch.device("cpu"), float("inf"), "8b")
+        gpu_sections.throughput(gpu_sections.TINY, torch.device("cpu"), float("inf"), "8b")
