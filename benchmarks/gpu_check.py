@@ -16,20 +16,23 @@ section still runs; the files are rewritten after every section):
    precision, no TF32): the sparse projector's hash tables and the dense projector's signs bit-equal; unprojected
    per-example gradients and projected Adam features equal to relative 1e-4; LESS scores' Spearman ≥ 0.9999. With
    no GPU both sides are the CPU (said in the output).
-2. bf16: the same random model with its base weights in bf16 (LoRA weights fp32, as peft loads them) vs fp32 on the
-   GPU: feature error, scores' Spearman and top-5% overlap; and two identical bf16 runs compared (the README expects
-   GPU runs to agree to fp16 storage precision, relative 2e-3).
+2. bf16: a random 4-layer Llama (hidden 512, LoRA r=128/α=512) with its base weights in bf16 (LoRA weights fp32, as
+   peft loads them) vs the same weights in fp32 on the GPU: feature error, scores' Spearman and top-5% overlap;
+   and two identical bf16 runs compared (the README expects GPU runs to agree to fp16 storage precision, relative
+   2e-3).
 3. throughput: a Llama-3-8B-shaped model with random bf16 weights built on the GPU from its config, LoRA r=128/α=512
    on q,k,v,o, rows of 512 tokens (the first quarter an unsupervised prompt), d = 8192: rows/s, tokens/s and peak
    GPU memory of the build's per-batch pipeline (``less_hf.gradients.featurizer.batch_features``: exact per-example
    gradients, Adam transform from synthetic moments held on the CPU as the build holds them, sparse projection,
    copy to the CPU), next to (a) a plain batched forward+backward of the same model and rows (a training step: the
    physical limit) and (b) the paper's procedure: batch-size-1 ``torch.autograd.grad`` per row + Adam + dense
-   Rademacher projection of every 16 rows (timed on ``--dense_fraction`` of D and extrapolated linearly). If 8B
+   Rademacher projection of every 16 rows (timed on ``--dense_fraction`` of D, default 2%, and extrapolated). If 8B
    does not fit the time or memory, the next smaller shape (Llama-3.2-3B, then 1B) is used and the output says so.
 4. scoring: the library's scoring kernel (``cosine_block``, max over subtasks) over a synthetic fp16 store of 1M rows
    × 8192 held in GPU memory (fewer rows if it does not fit), for 85 and 1 directions: GB/s of features read and %
    of the measured device-to-device copy bandwidth (read + write).
+
+Exit status 1 when the parity section ran and failed, else 0 (a section's own failure is in the files).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def lora_model(shape: str, r: int, alpha: int, device: str | torch.device, dtype
             r=r, lora_alpha=alpha, target_modules=list(LORA_TARGETS), init_lora_weights=False, task_type="CAUSAL_LM"
         )
         model = get_peft_model(model, lora)
-    return model.eval()
+    return model.to(device).eval()  # a no-op when the device context placed everything already
 
 
 def synthetic_rows(

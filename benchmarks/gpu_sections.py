@@ -359,7 +359,7 @@ def scoring(sizes: Sizes, device: torch.device, deadline: float) -> Section:
     n = sizes.score_rows
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        n = min(n, int((free * 0.6 - 3 * block * d * 4) // (d * 2)))
+        n = max(block, min(n, int((free * 0.6 - 3 * block * d * 4) // (d * 2))))
     store = torch.empty((n, d), dtype=torch.float16, device=device)
     g = torch.Generator(device=device).manual_seed(0)
     for lo in range(0, n, block):
