@@ -129,7 +129,7 @@ def selection_metadata(
             target = targets[name]
             subtasks = sorted(set(target["subtask"])) if "subtask" in target.column_names else []
             n_examples = len(target)
-        else:  # mode="combined": one selection for the union of the targets
+        else:  # mode="max" or "round_robin": one selection for the union of the targets
             subtasks, n_examples = sorted(targets), sum(len(t) for t in targets.values())
         out["targets"][name] = {
             "n_examples": n_examples,

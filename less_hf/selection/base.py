@@ -222,7 +222,9 @@ class Selector(ABC):
         its config (LESS and TSDS add the warmup's model, checkpoints and projection)."""
         plain = (str, int, float, bool, type(None))
         settings: dict[str, Any] = {
-            k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, plain)
+            k: v
+            for k, v in vars(self).items()
+            if not k.startswith("_") and not k.endswith("_") and isinstance(v, plain)  # not fitted state (policy_)
         }
         config = getattr(self, "config", None)
         if config is not None and hasattr(config, "to_dict"):
