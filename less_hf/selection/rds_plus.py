@@ -45,6 +45,9 @@ class RDSPlusSelector(RDSSelector):
         max_length: tokens per row (right truncation; the authors use 2048).
         batch_size: rows per forward pass; device: default CUDA when available.
         aggregate: ``"round_robin"`` (the paper's per-task selection) or ``"max"`` (top rows by max cosine).
+
+    Every target example is its own query (a ``subtask`` column is not used). The pool × target-example cosines are
+    kept in memory until the next ``select`` (N × M × 4 bytes per task).
     """
 
     score_column = "rds_plus_score"
@@ -67,13 +70,13 @@ class RDSPlusSelector(RDSSelector):
 
     def score(self, pool, targets: Any) -> dict[str, np.ndarray]:
         named, _ = as_target_dict(targets)
-        pool_features = self.encoder(pool).astype(np.float64)
+        pool_features = self.encoder(pool)
         self._similarity = {}
         scores = {}
         for name, target in named.items():
-            sims = pool_features @ self.encoder(target).astype(np.float64).T  # (N, M) cosines
+            sims = pool_features @ self.encoder(target).T  # (N, M) float32 cosines, kept for pick_task
             self._similarity[name] = sims
-            scores[name] = sims.max(axis=1)
+            scores[name] = sims.max(axis=1).astype(np.float64)
         return scores
 
     def pick_task(self, name: str, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
