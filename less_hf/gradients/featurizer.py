@@ -30,7 +30,23 @@ from .batching import collate, length_sorted_batches
 from .per_example import PerExampleGradients
 from .transforms import apply_transform, get_transform
 
-__all__ = ["GradientFeaturizer"]
+__all__ = ["GradientFeaturizer", "batch_features"]
+
+
+def batch_features(
+    per_example: PerExampleGradients,
+    batch: dict[str, torch.Tensor],
+    transform: str,
+    moments,
+    projectors: list[Projector],
+) -> dict[int, torch.Tensor]:
+    """One collated batch through the build's pipeline: exact per-example gradients, the optimizer transform, each
+    projection. Returns ``{dim: (B, dim) float32}`` on the batch's device (the build copies them to the CPU)."""
+    with torch.enable_grad():
+        grads, _, _ = per_example(batch)
+    feats = apply_transform(transform, grads, moments)
+    del grads
+    return {p.dim: p.project(feats) for p in projectors}
 
 
 class GradientFeaturizer:
@@ -146,12 +162,9 @@ class GradientFeaturizer:
         try:
             for rows in mine:
                 batch = collate([tokenized[int(i)] for i in rows], pad_id, self.device)
-                with torch.enable_grad():
-                    grads, _, _ = self._per_example(batch)  # type: ignore[misc]
-                feats = apply_transform(transform, grads, self._moments)
-                del grads
-                out = {p.dim: p.project(feats).cpu().numpy() for p in self.projectors}
-                del feats
+                projected = batch_features(self._per_example, batch, transform, self._moments, self.projectors)  # type: ignore[arg-type]
+                out = {dim: y.cpu().numpy() for dim, y in projected.items()}
+                del projected
                 yield rows, out
                 bar.update(len(rows))
         finally:

@@ -116,6 +116,7 @@ def describe_selection(path: Path) -> dict[str, Any]:
         "kind": "selection",
         "path": str(path),
         "method": sel["method"],
+        "policy": sel.get("policy"),
         "pool": {k: sel["pool"][k] for k in ("spec", "n_rows", "fingerprint")},
         "model": sel["settings"].get("model"),
         "targets": {
@@ -179,7 +180,7 @@ def format_description(info: dict[str, Any]) -> str:
                 lines.append(f"  datastore: {d}")
     else:
         lines += [
-            f"  method: {info['method']}, model: {info['model']}",
+            f"  method: {info['method']}, policy: {info.get('policy') or '—'}, model: {info['model']}",
             f"  pool:   {info['pool']['spec']} ({info['pool']['n_rows']:,} rows, "
             f"fingerprint {info['pool']['fingerprint']})",
         ]
