@@ -214,3 +214,17 @@ def test_only_the_bit_width_changes_the_key(warmup_dir, pool, tmp_path):
         projection_config=ProjectionConfig(dims=[32], storage_dtype="int4"),
     )
     assert b.manifest.key == a.manifest.key  # the same settings reuse it
+
+
+def test_weighted_features_read_packed_rows_dequantised(tmp_path):
+    from less_hf.scoring.weighted import weighted_features
+
+    datastore, target, inputs = make_store(tmp_path, "int2")
+    pool, valid, targets = weighted_features(datastore, [target], dim=24)
+    scale = np.sqrt(np.asarray(WEIGHTS) / sum(WEIGHTS))
+    for i, (c, s) in enumerate(zip(CHECKPOINTS, scale)):
+        rows = reference_quantize(inputs[c], 2)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        unit = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+        np.testing.assert_allclose(pool[:, 24 * i : 24 * (i + 1)], unit * s, atol=1e-5)
+    assert targets["t"].shape == (6, 48)
