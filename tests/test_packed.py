@@ -72,7 +72,9 @@ def test_packed_dims_must_be_multiples_of_8(tmp_path):
 CHECKPOINTS, WEIGHTS = ["checkpoint-2", "checkpoint-5"], [0.7, 0.3]
 
 
-def make_store(root: Path, storage: str, n: int = 41, dim: int = 24, seed: int = 0):
+def make_store(
+    root: Path, storage: str, n: int = 41, dim: int = 24, seed: int = 0, subtasks=("a", "a", "b", "b", "b", "a")
+):
     """A complete datastore of random features in ``storage`` (checksums recorded as the build does) and one target
     with two subtasks; returns ``(datastore, target, {checkpoint: float input})``."""
     rng = np.random.default_rng(seed)
@@ -105,19 +107,23 @@ def make_store(root: Path, storage: str, n: int = 41, dim: int = 24, seed: int =
         writer = FeatureWriter(tdir / c, 6, [dim], "float16")
         writer.write(np.arange(6), {dim: rng.standard_normal((6, dim))})
         writer.finalize()
-    target = TargetFeatures("t", tdir, ["a", "a", "b", "b", "b", "a"], np.ones(6, dtype=bool))
+    target = TargetFeatures("t", tdir, list(subtasks), np.ones(6, dtype=bool))
     return Datastore.open(root), target, inputs
 
 
-@pytest.mark.parametrize("storage", FORMATS)
-def test_scores_of_packed_features_equal_a_float64_loop_over_the_dequantised_rows(tmp_path, storage):
-    datastore, target, inputs = make_store(tmp_path, storage)
+@pytest.mark.parametrize(
+    ("storage", "subtasks"),
+    [(f, "aabbba") for f in FORMATS]
+    + [("int1", "a" * 6), ("int1", "abcdea")],  # 1 bit: byte tables up to 4 directions
+)
+def test_scores_of_packed_features_equal_a_float64_loop_over_the_dequantised_rows(tmp_path, storage, subtasks):
+    datastore, target, inputs = make_store(tmp_path, storage, subtasks=subtasks)
     bits = PACKED_BITS[storage]
     # block_rows=10: several reads, each in several decode chunks, the last one short
     got = score_datastore(datastore, [target], dim=24, block_rows=10)["t"]
     n = datastore.manifest.n_rows
     per_subtask = {}
-    for label in ("a", "b"):
+    for label in sorted(set(subtasks)):
         members = [k for k, s in enumerate(target.subtasks) if s == label]
         total = np.zeros(n)
         for w, c in zip(WEIGHTS, CHECKPOINTS):
@@ -128,7 +134,7 @@ def test_scores_of_packed_features_equal_a_float64_loop_over_the_dequantised_row
                 if norm > 0:
                     total[z] += w * np.mean([t[k] @ pool[z] / (np.linalg.norm(t[k]) * norm) for k in members])
         per_subtask[label] = total
-    expected = np.maximum(per_subtask["a"], per_subtask["b"])
+    expected = np.max(list(per_subtask.values()), axis=0)
     valid = datastore.valid
     assert (got[~valid] == -np.inf).all()
     np.testing.assert_allclose(got[valid], expected[valid], rtol=1e-5, atol=1e-5)
