@@ -94,9 +94,10 @@ def child_score(root: str, targets: str, block_rows: int) -> None:
 
 
 def roofline_gb_s(bandwidth: float, gflops: float, directions: int, row_bytes: int) -> float:
-    """min(memory bandwidth, GEMM throughput × arithmetic intensity) in GB/s of stored features."""
+    """min(memory bandwidth, GEMM throughput ÷ FLOP per stored byte) in GB/s of stored features: the rate at which
+    the matmul alone could consume the rows, or the memory system deliver them."""
     intensity = 2 * DIM * directions / row_bytes  # FLOP per byte read
-    return min(bandwidth, gflops * intensity)
+    return min(bandwidth, gflops / intensity)
 
 
 def run(
