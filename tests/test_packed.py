@@ -234,3 +234,25 @@ def test_weighted_features_read_packed_rows_dequantised(tmp_path):
         unit = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
         np.testing.assert_allclose(pool[:, 24 * i : 24 * (i + 1)], unit * s, atol=1e-5)
     assert targets["t"].shape == (6, 48)
+
+
+def test_selector_end_to_end_on_1_bit_features_keeps_targets_in_fp16(warmup_dir, pool, tmp_path):
+    from less_hf import LESSSelector
+
+    target = pool.filter(lambda r: r["source"] == "add").select(range(3))
+    selector = LESSSelector(
+        warmup_dir,
+        tmp_path / "ds",
+        GradientConfig(max_length=32, batch_size=8),
+        ProjectionConfig(dims=[64], storage_dtype="int1"),
+    )
+    scores = selector.score(pool, {"t": target})["t"]
+    store = Datastore.open(tmp_path / "ds")
+    assert store.manifest.storage_dtype == "int1"
+    stored = np.load(tmp_path / "ds" / "pool" / store.manifest.checkpoints[0].name / "d64.npy", mmap_mode="r")
+    assert stored.dtype == np.uint8 and stored.shape == (len(pool), 8)
+    target_files = list((tmp_path / "ds" / "targets").glob("*/checkpoint-*/d64.npy"))
+    assert target_files and all(np.load(p, mmap_mode="r").dtype == np.float16 for p in target_files)
+    valid = store.valid
+    assert np.isfinite(scores[valid]).all() and (scores[~valid] == -np.inf).all()
+    assert np.abs(scores[valid]).max() <= 1.0 + 1e-6
