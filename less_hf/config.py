@@ -219,7 +219,11 @@ class SelectionConfig(_DictMixin):
         aliases=("score_dim",),
     )
     score_column: str = _help("Name of the score column added to the returned dataset.", default="less_score")
-    block_rows: int = _help("Pool rows read from disk per scoring block.", default=65536, low=1)
+    block_rows: int = _help(
+        "Most pool rows read from disk per scoring block (each read is also capped at 64 MB per checkpoint).",
+        default=65536,
+        low=1,
+    )
 
 
 @dataclass

@@ -46,8 +46,9 @@ def byte_tables(directions: torch.Tensor) -> np.ndarray:
 
 
 class _ChunkScorer:
-    """Adds ``w · cos(row, direction)`` of stored rows to an accumulator, one cache-sized chunk at a time: decode
-    (fp16/int8 → fp32, or packed bytes → levels) into a reused float32 buffer, one row-norm, one matmul."""
+    """Adds ``w · cos(row, direction)`` of stored rows to an accumulator, one :data:`CHUNK_BYTES` chunk at a time:
+    decode (fp16/int8 → fp32, or packed bytes → levels) into a reused float32 buffer, one row-norm, one matmul; or,
+    for 1-bit rows against few directions, sums of byte-table entries (:func:`byte_tables`)."""
 
     def __init__(self, dim: int, n_directions: int, chunk_rows: int) -> None:
         self.work = torch.empty((chunk_rows, dim), dtype=torch.float32)
