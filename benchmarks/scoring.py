@@ -161,7 +161,7 @@ def run(
     cap_rows = gflops * 1e9 / flops_row
     section.notes.append(
         f"Roofline = min(memory bandwidth {bandwidth:.1f} GB/s (numpy copy, read+write), fp32 GEMM {gflops:.0f} "
-        f"GFLOP/s × FLOP per stored byte). At 85 directions a row costs {flops_row / 1e6:.2f} MFLOP, so the GEMM caps "
+        f"GFLOP/s ÷ FLOP per stored byte). At 85 directions a row costs {flops_row / 1e6:.2f} MFLOP, so the GEMM caps "
         f"scoring at ≈ {cap_rows:,.0f} rows/s whatever the storage ({cap_rows * DIM * 2 / 1e9:.2f} GB/s of fp16, "
         f"{cap_rows * row_bytes('int1', [DIM]) / 1e9:.3f} GB/s of 1-bit rows); at 1 direction fp16 is memory-bound. "
         "Each case runs in a fresh process that scores twice with one Datastore: '1st pass' also checks every file's "
