@@ -10,6 +10,8 @@ Sections (see each module's docstring for exactly what is run):
   3. streaming scoring: rows/s, GB/s vs memory bandwidth, peak RSS at N rows (scoring.py)
   4. callback overhead on a real warmup (callback_overhead.py)
   5. 1 vs 2 processes under `accelerate launch` (scaling.py)
+  6. feature storage formats (fp16, int8, 4/2/1-bit): size vs agreement with fp16 scores on the demo's real
+     features (storage.py; needs a finished `less-hf demo` datastore or --datastore)
 
 Writes ``benchmarks/results/<name>.md`` and ``.json`` (after every section, so a failure keeps what was done; a
 section that fails is reported with its error and the others still run). Needs the built-in SmolLM2 (``less_hf
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks import build_throughput, callback_overhead, projection_fidelity, scaling, scoring  # noqa: E402
+from benchmarks import build_throughput, callback_overhead, projection_fidelity, scaling, scoring, storage  # noqa: E402
 from benchmarks.common import Section, machine  # noqa: E402
 
 PRESETS = {
@@ -59,8 +61,8 @@ PRESETS = {
         "scaling": {"rows": 32},
     },
 }
-ORDER = ["callback", "build", "scaling", "projection", "scoring"]  # the warmup of `callback` feeds build/scaling
-NUMBER = {"build": 1, "projection": 2, "scoring": 3, "callback": 4, "scaling": 5}
+ORDER = ["callback", "build", "scaling", "projection", "scoring", "storage"]  # `callback`'s warmup feeds build/scaling
+NUMBER = {"build": 1, "projection": 2, "scoring": 3, "callback": 4, "scaling": 5, "storage": 6}
 
 
 def report(preset: str, info: dict, sections: dict[str, Section | str], started: float) -> str:
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", choices=ORDER, default=ORDER, help="run only these sections")
     parser.add_argument("--name", help="results file name (default: <preset>-<cores>core-<date>)")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one, removed at the end)")
+    parser.add_argument("--datastore", help="finished fp16 datastore for the storage section (default: the demo's)")
     args = parser.parse_args()
     sizes = PRESETS[args.preset]
     started = time.time()
@@ -125,6 +128,9 @@ def main() -> None:
                     sections[key] = scoring.run(
                         sizes["scoring"]["sizes"], workdir, info["memory_bandwidth_gb_s"], info["fp32_gemm_gflops"]
                     )
+                elif key == "storage":
+                    found = storage.find_datastore(Path.cwd(), ROOT)
+                    sections[key] = storage.run(Path(args.datastore) if args.datastore else found)
                 print(sections[key].markdown(), flush=True)
             except Exception:  # noqa: BLE001 - reported in the results, the other sections still run
                 sections[key] = traceback.format_exc()

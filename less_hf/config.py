@@ -191,9 +191,11 @@ class ProjectionConfig(_DictMixin):
         aliases=("projection_seed",),
     )
     sparsity: int = _help("Non-zeros per input coordinate for the sparse projector.", default=4, low=1)
-    storage_dtype: Literal["float16", "float32", "int8"] = _help(
-        "On-disk feature dtype: 'float16' (default), 'float32', or 'int8' (each row scaled to ±127; half of fp16's "
-        "size, and cosine scores ignore the per-row scale).",
+    storage_dtype: Literal["float16", "float32", "int8", "int4", "int2", "int1"] = _help(
+        "On-disk feature dtype: 'float16' (default), 'float32', 'int8' (each row scaled to ±127; half of fp16's "
+        "size, and cosine scores ignore the per-row scale), or packed 'int4'/'int2'/'int1' (4, 2 or 1 bit per value "
+        "plus one scale per row: 1/4, 1/8, 1/16 of fp16's size; 'int1' keeps the sign; dims must be multiples of 8; "
+        "targets stay float16).",
         default="float16",
     )
 
@@ -217,7 +219,11 @@ class SelectionConfig(_DictMixin):
         aliases=("score_dim",),
     )
     score_column: str = _help("Name of the score column added to the returned dataset.", default="less_score")
-    block_rows: int = _help("Pool rows read from disk per scoring block.", default=65536, low=1)
+    block_rows: int = _help(
+        "Most pool rows read from disk per scoring block (each read is also capped at 64 MB per checkpoint).",
+        default=65536,
+        low=1,
+    )
 
 
 @dataclass

@@ -403,12 +403,12 @@ def test_int8_storage_selects_like_fp16(warmup_dir, pool, tmp_path):
 
 def test_unknown_storage_dtype_is_refused_before_any_work(warmup_dir, pool, tmp_path):
     with pytest.raises(ValueError, match="storage_dtype"):
-        build_datastore(warmup_dir, pool, tmp_path / "x", projection_config=ProjectionConfig(storage_dtype="int4"))
+        build_datastore(warmup_dir, pool, tmp_path / "x", projection_config=ProjectionConfig(storage_dtype="int3"))
     assert not (tmp_path / "x").exists()
 
 
 def test_block_reader_matches_the_array_and_detects_truncation(tmp_path):
-    from less_hf.datastore.store import BlockReader
+    from less_hf.datastore.blocks import BlockReader
 
     rng = np.random.default_rng(0)
     array = rng.standard_normal((37, 16)).astype(np.float16)

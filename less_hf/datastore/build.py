@@ -36,7 +36,7 @@ from .keys import (
 from .lock import WriterLock
 from .manifest import MANIFEST_FILE, CheckpointEntry, Manifest
 from .reader import ROW_IDS_FILE, VALID_FILE, Datastore
-from .store import FeatureWriter, check_storage_dtype, file_checksum, read_key, recorded_checksums
+from .store import FeatureWriter, check_storage_dtype, file_checksum, read_key, recorded_checksums, row_bytes
 from .write import write_features
 
 logger = logging.get_logger(__name__)
@@ -223,7 +223,7 @@ def build_datastore(
     """
     gradient_config = gradient_config or GradientConfig()
     projection_config = projection_config or ProjectionConfig()
-    check_storage_dtype(projection_config.storage_dtype)
+    check_storage_dtype(projection_config.storage_dtype, list(projection_config.dims))
     if len(pool) == 0:
         raise InputError("The pool is empty: nothing to build a datastore for.")
     ids = row_ids(pool)
@@ -277,21 +277,21 @@ def build_datastore(
 
 def _check_disk_space(output_dir: Path, manifest: Manifest, shard) -> None:
     """Fail before any work, on every rank, when the feature files still to create do not fit on the disk."""
-    row_bytes = sum(manifest.dims) * np.dtype(manifest.storage_dtype).itemsize
+    per_row = row_bytes(manifest.storage_dtype, manifest.dims)
     needed = 0
     for c in manifest.checkpoints:
         if (output_dir / "pool" / c.name).is_dir():
             continue
         part = output_dir / "pool" / f"{c.name}.part"
         existing = sum(p.stat().st_size for p in part.glob("d*.npy")) if part.is_dir() else 0
-        needed += max(0, manifest.n_rows * row_bytes - existing)
+        needed += max(0, manifest.n_rows * per_row - existing)
     free = shutil.disk_usage(output_dir).free
     message = ""
     if needed > free:
         message = (
             f"The datastore needs {needed / 1e9:.2f} GB more at {output_dir} but only {free / 1e9:.2f} GB are free. "
-            "Free some space, pick another datastore dir, or store fewer bytes (--storage_dtype int8, smaller "
-            "--dims). Finished parts are kept: run the same command again."
+            "Free some space, pick another datastore dir, or store fewer bytes (--storage_dtype int8/int4/int1, "
+            "smaller --dims). Finished parts are kept: run the same command again."
         )
     message = shard.broadcast_from_main(message) if shard.world_size > 1 else message
     if message:

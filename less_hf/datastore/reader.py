@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptFileError, LessHFError
+from .blocks import FeatureReader
 from .manifest import Manifest
-from .store import BlockReader, check_size, existing_feature_file, open_features, rebuild_hint, verify_file
+from .packed import PACKED_BITS, scales_file_name
+from .store import check_size, existing_feature_file, open_features, rebuild_hint, verify_file
 
 
 class IncompleteDatastoreError(LessHFError, RuntimeError):
@@ -26,10 +28,11 @@ ROW_IDS_FILE = "row_ids.json"
 class Datastore:
     """A built gradient datastore on disk (``manifest.json``, ``valid.npy``, ``pool/<checkpoint>/d<dim>.npy``).
 
-    Every file's size and CRC-32 are recorded in the manifest: :meth:`open` checks the sizes, reads check the CRC
-    (:meth:`pool_reader` as the blocks stream by, :meth:`pool_features` before mapping the file), and :meth:`verify`
-    checks everything. A mismatch raises :class:`~less_hf.datastore.store.CorruptFileError` naming the file and the
-    part to delete so that rerunning the same command rebuilds only that part.
+    Every file's size and CRC-32 are recorded in the manifest: :meth:`open` checks the sizes; the CRC of each file is
+    checked once per :class:`Datastore` object — by :meth:`verify` (everything, up front), or by the first read of the
+    file (:meth:`pool_reader` as the blocks stream by, :meth:`pool_features` before mapping it) — and remembered, so a
+    second scoring pass reads at full speed. A mismatch raises :class:`~less_hf.errors.CorruptFileError` naming the
+    file and the part to delete so that rerunning the same command rebuilds only that part.
     """
 
     directory: Path
@@ -61,9 +64,9 @@ class Datastore:
         return sorted(str(f) for f in folders if not (self.directory / f).is_dir())
 
     def verify(self) -> None:
-        """Full check: the CRC-32 of every recorded file (reads the whole datastore once)."""
-        for name, expected in self.manifest.files.items():
-            verify_file(self.directory / name, expected)
+        """Full check: the CRC-32 of every recorded file not checked yet by this object (reads them once)."""
+        for name in self.manifest.files:
+            self._checked(name)
 
     def _checked(self, name: str) -> Path:
         path = self.directory / name
@@ -96,15 +99,38 @@ class Datastore:
     def weights(self) -> np.ndarray:
         return np.asarray([c.weight for c in self.manifest.checkpoints])
 
-    def pool_features(self, checkpoint: str, dim: int) -> np.ndarray:
-        """Memory map of a checkpoint's pool features, checksum-verified once per :class:`Datastore` (for random
-        access; scoring streams with :meth:`pool_reader`)."""
+    def _feature_files(self, checkpoint: str, dim: int) -> list[str]:
+        """Names (relative to the datastore) of a checkpoint's feature file and, packed, its scales file."""
         path = existing_feature_file(self.directory / "pool" / checkpoint, dim)
-        self._checked(str(path.relative_to(self.directory)))
-        return open_features(path.parent, dim, verify=False)
+        names = [str(path.relative_to(self.directory))]
+        if self.manifest.storage_dtype in PACKED_BITS:
+            names.append(str(path.with_name(scales_file_name(dim)).relative_to(self.directory)))
+        return names
 
-    def pool_reader(self, checkpoint: str, dim: int) -> BlockReader:
-        """Block reader of a checkpoint's pool features (flat memory for any pool size; verifies the CRC-32 when the
-        file is read through from first row to last)."""
-        path = existing_feature_file(self.directory / "pool" / checkpoint, dim)
-        return BlockReader(path, self.manifest.files.get(str(path.relative_to(self.directory))))
+    def pool_features(self, checkpoint: str, dim: int) -> np.ndarray:
+        """A checkpoint's pool features, checksum-verified once per :class:`Datastore` (for random access; scoring
+        streams with :meth:`pool_reader`): a memory map for dense formats, the dequantised float32 array (read whole)
+        for packed ones."""
+        for name in self._feature_files(checkpoint, dim):
+            self._checked(name)
+        path = self.directory / "pool" / checkpoint
+        return open_features(path, dim, verify=False, storage_dtype=self.manifest.storage_dtype)
+
+    def pool_reader(self, checkpoint: str, dim: int) -> FeatureReader:
+        """Block reader of a checkpoint's pool features (flat memory for any pool size). A file whose CRC-32 this
+        object has not checked yet is checked when it is read through from first row to last (and then remembered);
+        one already checked only has its size checked."""
+        names = self._feature_files(checkpoint, dim)
+        expected = {}
+        for name in names:
+            record = self.manifest.files.get(name)
+            check_size(self.directory / name, record)
+            expected[Path(name).name] = None if name in self._verified else record
+        return FeatureReader(
+            self.directory / names[0],
+            self.manifest.storage_dtype,
+            dim,
+            self.manifest.n_rows,
+            expected,
+            on_verified=lambda path: self._verified.add(str(Path(path).relative_to(self.directory))),
+        )

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import CorruptFileError, InputError, MissingFileError, NonFiniteFeaturesError
 from .atomic import fsync_dir, remove_tree, save_npy_atomic, write_json_atomic
 from .distributed import Shard
+from .packed import PACKED_BITS, check_packed_dims, dequantize, pack_rows, packed_width, scales_file_name
 
 DONE_FILE = "done.npy"
 CHECKSUMS_FILE = "checksums.json"
@@ -33,13 +34,30 @@ def feature_file(directory: Path, dim: int) -> Path:
     return directory / f"d{dim}.npy"
 
 
-STORAGE_DTYPES = ("float16", "float32", "int8")
+STORAGE_DTYPES = ("float16", "float32", "int8", *PACKED_BITS)
 
 
-def check_storage_dtype(dtype: str) -> str:
+def check_storage_dtype(dtype: str, dims: list[int] | None = None) -> str:
     if dtype not in STORAGE_DTYPES:
         raise InputError(f"storage_dtype={dtype!r}; choose one of {STORAGE_DTYPES}.")
+    check_packed_dims(dtype, dims or [])
     return dtype
+
+
+def stored_layout(storage_dtype: str, dim: int) -> tuple[np.dtype, int]:
+    """``(numpy dtype, columns)`` of the ``d<dim>.npy`` array of a storage dtype (packed formats: uint8 bytes)."""
+    if storage_dtype in PACKED_BITS:
+        return np.dtype(np.uint8), packed_width(dim, PACKED_BITS[storage_dtype])
+    return np.dtype(storage_dtype), dim
+
+
+def row_bytes(storage_dtype: str, dims: list[int]) -> int:
+    """Bytes one row takes on disk over all ``dims`` (packed formats include their 4-byte scale)."""
+    total = 0
+    for dim in dims:
+        dtype, columns = stored_layout(storage_dtype, dim)
+        total += columns * dtype.itemsize + (4 if storage_dtype in PACKED_BITS else 0)
+    return total
 
 
 def quantize_rows(values: np.ndarray) -> np.ndarray:
@@ -145,7 +163,8 @@ class FeatureWriter:
         directory: the final folder; work happens in ``directory.part`` until :meth:`finalize`.
         n_rows: rows in the split.
         dims: projection dimensions (one ``d{dim}.npy`` each).
-        dtype: storage dtype (``float16``, ``float32`` or ``int8``).
+        dtype: storage dtype (``float16``, ``float32``, ``int8``, or packed ``int4``/``int2``/``int1``, see
+            :mod:`less_hf.datastore.packed`).
         shard: this process's place in the job (default: alone).
     """
 
@@ -162,8 +181,8 @@ class FeatureWriter:
         self.part = self.directory.with_name(self.directory.name + ".part")
         self.shard = shard or Shard()
         self.complete = self.directory.is_dir()
-        self.n_rows, self.dims, self.key = n_rows, dims, key
-        check_storage_dtype(dtype)
+        self.n_rows, self.dims, self.key, self.dtype = n_rows, dims, key, dtype
+        check_storage_dtype(dtype, dims)
         if self.complete:
             self.state = np.full(n_rows, DONE, dtype=np.uint8)
             return
@@ -175,11 +194,11 @@ class FeatureWriter:
                 write_json_atomic(self.part / KEY_FILE, key)
             for dim in dims:
                 if self._open(dim, dtype) is None:
-                    path = feature_file(self.part, dim)
-                    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, dim))
+                    for path, (file_dtype, columns) in self._files(dim, dtype).items():
+                        np.lib.format.open_memmap(path, mode="w+", dtype=file_dtype, shape=(n_rows, columns))
+                        _allocate(path)
                     for done_file in self.part.glob("done*.npy"):  # rows of a recreated array are not done
                         done_file.unlink()
-                    _allocate(path)
         self.shard.barrier()
         self.arrays = {dim: self._open(dim, dtype) for dim in dims}
         self.state = self._merged_state()
@@ -197,18 +216,28 @@ class FeatureWriter:
                 state = np.maximum(state, mask.astype(np.uint8))
         return state
 
-    def _open(self, dim: int, dtype: str) -> np.ndarray | None:
-        """The ``.part`` array of ``dim`` if it exists whole with the right shape and dtype, else None."""
-        path = feature_file(self.part, dim)
-        if not path.exists():
-            return None
-        try:
-            array = np.lib.format.open_memmap(path, mode="r+")
-        except ValueError:  # torn header from a crash: start this file again
-            return None
-        if array.shape != (self.n_rows, dim) or array.dtype != np.dtype(dtype):
-            return None
-        return array
+    def _files(self, dim: int, dtype: str) -> dict[Path, tuple[np.dtype, int]]:
+        """The ``.part`` files of ``dim`` with their dtype and columns: the features (and a packed format's scales)."""
+        files = {feature_file(self.part, dim): stored_layout(dtype, dim)}
+        if dtype in PACKED_BITS:
+            files[self.part / scales_file_name(dim)] = (np.dtype(np.float32), 1)
+        return files
+
+    def _open(self, dim: int, dtype: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """``(features, scales or None)`` of ``dim`` in ``.part`` if they exist whole with the right shapes and
+        dtypes, else None."""
+        arrays = []
+        for path, (file_dtype, columns) in self._files(dim, dtype).items():
+            if not path.exists():
+                return None
+            try:
+                array = np.lib.format.open_memmap(path, mode="r+")
+            except ValueError:  # torn header from a crash: start this file again
+                return None
+            if array.shape != (self.n_rows, columns) or array.dtype != file_dtype:
+                return None
+            arrays.append(array)
+        return arrays[0], (arrays[1] if len(arrays) > 1 else None)
 
     @property
     def done(self) -> np.ndarray:
@@ -232,17 +261,22 @@ class FeatureWriter:
         for values in features.values():
             finite &= np.isfinite(np.asarray(values)).all(axis=1)
         for dim, values in features.items():
-            array = self.arrays[dim]
+            array, scales = self.arrays[dim]
             values = np.where(finite[:, None], values, 0) if not finite.all() else values
-            array[rows] = quantize_rows(values) if array.dtype == np.int8 else values
+            if scales is not None:
+                array[rows], scales[rows] = pack_rows(values, PACKED_BITS[self.dtype])
+            else:
+                array[rows] = quantize_rows(values) if array.dtype == np.int8 else values
         self.state[rows] = np.where(finite, DONE, NONFINITE)
 
     def flush(self) -> None:
         """Make written rows durable: flush the arrays, then record them as done (atomic rename)."""
         if self.complete:
             return
-        for array in self.arrays.values():
+        for array, scales in self.arrays.values():
             array.flush()
+            if scales is not None:
+                scales.flush()
         save_npy_atomic(self._done_file, self.state)
 
     def finalize(self, expect_finite: np.ndarray | None = None) -> list[int]:
@@ -326,85 +360,44 @@ def existing_feature_file(directory: Path, dim: int) -> Path:
     if not path.exists():
         raise MissingFileError(
             f"No features of dim {dim} at {directory}; dims built: "
-            f"{sorted(p.stem for p in Path(directory).glob('d[0-9]*.npy'))}"
+            f"{sorted(p.stem for p in Path(directory).glob('d[0-9]*.npy') if p.stem[1:].isdigit())}"
         )
     return path
 
 
-def open_features(directory: Path, dim: int, verify: bool = True) -> np.ndarray:
-    """Read-only memmap of a finished ``(n_rows, dim)`` feature array, checked against its recorded checksum first
-    (one sequential read of the file; pass ``verify=False`` to skip)."""
+def open_features(directory: Path, dim: int, verify: bool = True, storage_dtype: str | None = None) -> np.ndarray:
+    """A finished ``(n_rows, dim)`` feature array, checked against its recorded checksums first (one sequential read
+    of each file; pass ``verify=False`` to skip): a read-only memmap for float16/float32/int8, the dequantised float32
+    values (read whole) for a packed format. ``storage_dtype`` (the datastore's) is checked against the file's layout;
+    without it the layout says which format the folder holds."""
     path = existing_feature_file(directory, dim)
+    scales_path = Path(directory) / scales_file_name(dim)
+    packed = scales_path.exists()
     if verify:
-        verify_file(path, recorded_checksums(Path(directory)).get(path.name))
+        recorded = recorded_checksums(Path(directory))
+        for file in (path, scales_path) if packed else (path,):
+            verify_file(file, recorded.get(file.name))
     try:
-        return np.load(path, mmap_mode="r")
+        array = np.load(path, mmap_mode="r")
+        scales = np.load(scales_path) if packed else None
     except (ValueError, OSError, EOFError) as err:
         raise CorruptFileError(f"{path} is not a readable .npy array ({err}). {rebuild_hint(path)}") from None
+    found = _layout_name(array, dim, packed)
+    if found is None or (storage_dtype is not None and found != storage_dtype):
+        raise CorruptFileError(
+            f"{path} holds a {array.dtype} {array.shape} array, not {storage_dtype or 'a feature array'} features of "
+            f"dim {dim}. {rebuild_hint(path)}"
+        )
+    if not packed:
+        return array
+    if scales is None or scales.shape != (array.shape[0], 1) or scales.dtype != np.float32:
+        raise CorruptFileError(f"{scales_path} is not a ({array.shape[0]}, 1) float32 array. {rebuild_hint(path)}")
+    return dequantize(array, scales, PACKED_BITS[found])
 
 
-class BlockReader:
-    """Reads row blocks of a finished ``.npy`` with plain file reads instead of a memory map.
-
-    A memory map keeps every page it has touched in the process's resident set, so scanning a 16 GB array grows RSS to
-    16 GB; reading block by block keeps it at one block whatever the file size (the OS page cache still helps).
-
-    With ``expected`` (the file's recorded size and CRC-32), the size is checked on open and, when the blocks are read
-    in order from the first row to the last, the CRC-32 of what was read is compared at the last block: a corrupted
-    file raises :class:`CorruptFileError` before its scores can be used.
-    """
-
-    def __init__(self, path: Path, expected: dict | None = None) -> None:
-        self.path = Path(path)
-        check_size(self.path, expected)
-        self.expected = expected
-        self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        try:
-            version = np.lib.format.read_magic(self._file)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._file)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._file)
-        except (ValueError, OSError, EOFError, SyntaxError) as err:
-            self._file.close()
-            raise CorruptFileError(
-                f"{path} has a damaged .npy header ({str(err)[:120]}). {rebuild_hint(self.path)}"
-            ) from None
-        if fortran or len(shape) != 2:
-            self._file.close()
-            raise CorruptFileError(f"{path} is not a C-ordered 2-D feature array. {rebuild_hint(self.path)}")
-        self.shape, self.dtype, self._offset = shape, np.dtype(dtype), self._file.tell()
-        self._file.seek(0)
-        self._crc = zlib.crc32(self._file.read(self._offset))
-        self._next_row = 0  # the CRC covers rows [0, _next_row) while reads are sequential; None once they are not
-
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        """Rows ``lo:hi`` as a new array."""
-        self._file.seek(self._offset + lo * self.shape[1] * self.dtype.itemsize)
-        out = np.fromfile(self._file, dtype=self.dtype, count=(hi - lo) * self.shape[1])
-        if out.size != (hi - lo) * self.shape[1]:
-            raise CorruptFileError(
-                f"{self.path} is truncated: rows {lo}:{hi} are not all there. {rebuild_hint(self.path)}"
-            )
-        if self.expected is not None and self._next_row is not None:
-            if lo == self._next_row:
-                self._crc = zlib.crc32(out, self._crc)
-                self._next_row = hi
-                if hi == self.shape[0]:
-                    self._check_crc()
-            else:
-                self._next_row = None
-        return out.reshape(hi - lo, self.shape[1])
-
-    def _check_crc(self) -> None:
-        tail = self._file.read()  # nothing after the last row in a file we wrote
-        _raise_if_crc_differs(self.path, f"{zlib.crc32(tail, self._crc):08x}", self.expected["crc32"])  # type: ignore[index]
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> BlockReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+def _layout_name(array: np.ndarray, dim: int, packed: bool) -> str | None:
+    """The storage dtype whose layout ``array`` has (None when none does)."""
+    for name in STORAGE_DTYPES:
+        if (name in PACKED_BITS) == packed and (array.dtype, array.shape[-1]) == stored_layout(name, dim):
+            return name if array.ndim == 2 else None
+    return None

@@ -22,6 +22,7 @@ from ..tokenization import feature_columns, row_ids
 from .atomic import remove_tree, write_json_atomic
 from .keys import dataset_digest, key_digest, strip_sources
 from .lock import WriterLock
+from .packed import PACKED_BITS
 from .reader import Datastore
 from .store import FeatureWriter, open_features, read_key
 from .write import write_features
@@ -42,6 +43,12 @@ class TargetFeatures:
 
     def features(self, checkpoint: str, dim: int) -> np.ndarray:
         return open_features(self.directory / checkpoint, dim)
+
+
+def target_storage_dtype(pool_storage_dtype: str) -> str:
+    """How a target's features are stored: as the pool's, except that a packed (4/2/1-bit) pool keeps its targets in
+    float16 — a few hundred rows, so the bytes do not matter, and scores then only carry the pool's quantisation."""
+    return "float16" if pool_storage_dtype in PACKED_BITS else pool_storage_dtype
 
 
 def target_key(datastore: Datastore, dataset, subtasks: list[str]) -> dict[str, Any]:
@@ -136,7 +143,7 @@ def _build_target(directory, key, datastore, checkpoints, name, dataset, subtask
             directory / checkpoint.name,
             len(dataset),
             manifest.dims,
-            manifest.storage_dtype,
+            target_storage_dtype(manifest.storage_dtype),
             shard,
             key={"target": key, "checkpoint": checkpoint.name},
         )
