@@ -11,16 +11,27 @@ from ..errors import BudgetError, ConfigError, InputError
 from ..output import subset_with_scores, top_indices
 
 DEFAULT_FRACTION = 0.05
+BLOCK = 1 << 20  # scores examined at a time where a whole-pool temporary is not needed
 
 
 def check_dataset(value: Any, what: str) -> None:
     """A clear error when ``value`` is not a `datasets.Dataset` (a list of rows, a pandas frame, a DatasetDict...)."""
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, IterableDataset
 
     if isinstance(value, Dataset):
         return
+    if isinstance(value, IterableDataset):
+        raise InputError(f"{what} is an IterableDataset; {MATERIALIZE_HINT}")
     hint = "pick a split, e.g. dataset['train']" if isinstance(value, DatasetDict) else "e.g. Dataset.from_list(rows)"
     raise InputError(f"{what} must be a datasets.Dataset, got {type(value).__name__}: {hint}.")
+
+
+MATERIALIZE_HINT = (
+    "selection needs random access to the rows (features are stored by row number and the selection is returned "
+    "as dataset.select(indices)). Write it to an Arrow file once, which keeps memory flat: "
+    "`Dataset.from_generator(lambda: (yield from iterable), features=iterable.features)` (or load it without "
+    "streaming=True); the result is memory-mapped, not held in RAM."
+)
 
 
 def as_target_dict(targets: Any) -> tuple[dict[str, Any], bool]:
@@ -62,7 +73,7 @@ def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
 
 def check_budget(scores: np.ndarray, k: int, allow_fewer: bool, name: str) -> int:
     """``k``, or the number of selectable rows when there are fewer and ``allow_fewer``; else a clear error."""
-    selectable = int(np.isfinite(scores).sum())
+    selectable = sum(int(np.isfinite(scores[lo : lo + BLOCK]).sum()) for lo in range(0, len(scores), BLOCK))
     if selectable == 0:
         raise BudgetError(
             f"No pool row is selectable for {name!r}: every score is -inf (no row keeps a supervised token, or every "
@@ -86,7 +97,11 @@ COMBINED = "combined"
 
 def combine_max(scores: dict[str, np.ndarray]) -> np.ndarray:
     """One score for the union of the targets: the max over tasks (a row useful to any task ranks high)."""
-    return np.max(np.stack(list(scores.values())), axis=0)
+    values = iter(scores.values())
+    best = np.array(next(values), dtype=np.result_type(*scores.values()), copy=True)  # no (tasks, N) stack
+    for other in values:
+        np.maximum(best, other, out=best)
+    return best
 
 
 class Selector(ABC):
