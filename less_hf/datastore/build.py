@@ -21,8 +21,8 @@ from ..config import GradientConfig, ProjectionConfig
 from ..errors import CorruptFileError, DatastoreMismatchError, InputError, NoSpaceError
 from ..gradients.featurizer import GradientFeaturizer
 from ..projection import from_config
-from ..tokenization import feature_columns, row_ids
-from .atomic import save_npy_atomic, write_json_atomic
+from ..tokenization import check_map_style, feature_columns, ids_at
+from .atomic import save_npy_atomic
 from .keys import (
     FEATURE_FORMAT,
     checkpoint_identity,
@@ -36,6 +36,7 @@ from .keys import (
 from .lock import WriterLock
 from .manifest import MANIFEST_FILE, CheckpointEntry, Manifest
 from .reader import ROW_IDS_FILE, VALID_FILE, Datastore
+from .rows import check_unique_ids, write_row_ids
 from .store import FeatureWriter, check_storage_dtype, file_checksum, read_key, recorded_checksums
 from .write import write_features
 
@@ -44,22 +45,6 @@ logger = logging.get_logger(__name__)
 __all__ = ["DEFAULT_DATASTORE_FOLDER", "Datastore", "build_datastore", "datastore_key", "resolve_datastore_dir"]
 
 DEFAULT_DATASTORE_FOLDER = "less_datastore"
-
-
-def check_unique_ids(ids: list[str], what: str = "pool") -> None:
-    """Rows are reported by id, so ids must be unique."""
-    if len(set(ids)) == len(ids):
-        return
-    seen: dict[str, int] = {}
-    dups = []
-    for i, row_id in enumerate(ids):
-        if row_id in seen and len(dups) < 5:
-            dups.append(f"{row_id!r} (rows {seen[row_id]} and {i})")
-        seen.setdefault(row_id, i)
-    raise InputError(
-        f"The {what}'s 'id' column has duplicates, e.g. {', '.join(dups)}; rows are reported by id, so ids must be "
-        "unique. Deduplicate the rows, or drop/rename the 'id' column to use row numbers."
-    )
 
 
 # ------------------------------------------------------------------------------------------------------------ keys
@@ -219,10 +204,10 @@ def build_datastore(
     gradient_config = gradient_config or GradientConfig()
     projection_config = projection_config or ProjectionConfig()
     check_storage_dtype(projection_config.storage_dtype)
+    check_map_style(pool)
     if len(pool) == 0:
         raise InputError("The pool is empty: nothing to build a datastore for.")
-    ids = row_ids(pool)
-    check_unique_ids(ids)
+    check_unique_ids(pool)
     checkpoints = featurizer.checkpoints if featurizer else find_checkpoints(warmup_dir)
     weights = checkpoint_weights(checkpoints)
     featurizer = featurizer or GradientFeaturizer(
@@ -267,7 +252,7 @@ def build_datastore(
                 pass  # damaged: _check_existing warned, and the folders' own keys decide what is reused
         for checkpoint in checkpoints:  # every input is checked before any work starts
             check_checkpoint(checkpoint)
-        return _build(directory, manifest, checkpoints, pool, ids, gradient_config, featurizer)
+        return _build(directory, manifest, checkpoints, pool, gradient_config, featurizer)
 
 
 def _check_disk_space(output_dir: Path, manifest: Manifest, shard) -> None:
@@ -305,8 +290,8 @@ def _remove_stale_temp_files(output_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _report_invalid(ids: list[str], rows: np.ndarray, limit: int = 20) -> dict[str, Any]:
-    return {"count": int(len(rows)), "ids": [ids[i] for i in rows[:limit]]}
+def _report_invalid(pool, rows: np.ndarray, limit: int = 20) -> dict[str, Any]:
+    return {"count": int(len(rows)), "ids": ids_at(pool, rows[:limit])}
 
 
 def _build(
@@ -314,7 +299,6 @@ def _build(
     manifest: Manifest,
     checkpoints: list[CheckpointInfo],
     pool,
-    ids: list[str],
     gradient_config: GradientConfig,
     featurizer: GradientFeaturizer,
 ) -> Datastore:
@@ -335,8 +319,7 @@ def _build(
         manifest.status = "building"
         manifest.save(output_dir)
     tokenized = featurizer.tokenize(pool, desc="Tokenizing pool")
-    counts = np.asarray(tokenized["num_supervised"])
-    valid = counts > 0
+    valid = tokenized.num_supervised > 0
     if not valid.any():
         raise InputError(
             f"No pool row keeps a supervised token within max_length={gradient_config.max_length} (every completion "
@@ -349,7 +332,7 @@ def _build(
             "never be selected.",
             len(no_loss),
             gradient_config.max_length,
-            [ids[i] for i in no_loss[:5]],
+            ids_at(pool, no_loss[:5]),
         )
     nonfinite: set[int] = set()
     for checkpoint in checkpoints:
@@ -370,15 +353,15 @@ def _build(
             "%d pool rows have non-finite (NaN/inf) gradient features at some checkpoint (e.g. %s): an overflow in "
             "the model or its optimizer state. They are stored as zeros and never selected; the manifest lists them.",
             len(bad),
-            [ids[i] for i in bad[:5]],
+            ids_at(pool, bad[:5]),
         )
     manifest.invalid_rows = {
-        "no_supervised_token": _report_invalid(ids, no_loss),
-        "nonfinite_features": _report_invalid(ids, bad),
+        "no_supervised_token": _report_invalid(pool, no_loss),
+        "nonfinite_features": _report_invalid(pool, bad),
     }
     if shard.is_main:
         save_npy_atomic(output_dir / VALID_FILE, valid)
-        write_json_atomic(output_dir / ROW_IDS_FILE, ids)
+        write_row_ids(output_dir / ROW_IDS_FILE, pool)
         files = {name: file_checksum(output_dir / name) for name in (VALID_FILE, ROW_IDS_FILE)}
         for checkpoint in checkpoints:
             folder = Path("pool") / checkpoint.name
