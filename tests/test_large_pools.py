@@ -76,3 +76,103 @@ def test_subset_maps_the_pool_without_copying(tmp_path):
     assert subset[0]["s"] != 99.0
     contiguous = subset_with_scores(on_disk, np.array([3, 4, 5]), scores, "s")
     assert contiguous["id"] == ["r3", "r4", "r5"]
+
+
+# ------------------------------------------------------------------------------------------- the datastore build
+
+
+def test_content_key_is_the_same_in_memory_and_from_disk(pool, tmp_path):
+    from less_hf.data_sources import load_data
+    from less_hf.datastore.keys import dataset_digest
+
+    columns = ["messages", "id"]
+    pool.save_to_disk(str(tmp_path / "saved"))
+    pool.to_json(str(tmp_path / "pool.jsonl"))
+    expected = dataset_digest(pool, columns)
+    assert dataset_digest(load_from_disk(str(tmp_path / "saved")), columns) == expected
+    assert dataset_digest(load_data(tmp_path / "pool.jsonl"), columns) == expected
+    generated = Dataset.from_generator(lambda: (yield from pool), features=pool.features)
+    assert dataset_digest(generated, columns) == expected
+
+
+def test_iterable_pool_is_a_clear_error(warmup_dir, pool, tmp_path):
+    from less_hf import build_datastore
+    from less_hf.errors import InputError
+    from less_hf.selection.base import check_dataset
+
+    iterable = pool.to_iterable_dataset()
+    assert isinstance(iterable, IterableDataset)
+    with pytest.raises(InputError, match=r"IterableDataset.*Dataset\.from_generator"):
+        build_datastore(warmup_dir, iterable, tmp_path / "ds")
+    with pytest.raises(InputError, match=r"IterableDataset.*Dataset\.from_generator"):
+        check_dataset(iterable, "pool")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_build_from_an_arrow_backed_pool_equals_in_memory(warmup_dir, pool, tmp_path):
+    from less_hf import Datastore, GradientConfig, ProjectionConfig, build_datastore
+    from less_hf.datastore.atomic import write_json_atomic
+
+    grad, proj = GradientConfig(max_length=64, batch_size=4), ProjectionConfig(kind="dense", dims=[16], seed=5)
+    small = pool.select(range(6))
+    small.save_to_disk(str(tmp_path / "saved"))
+    on_disk = load_from_disk(str(tmp_path / "saved"))
+    assert on_disk.cache_files  # memory-mapped, not in RAM
+    in_memory = build_datastore(warmup_dir, Dataset.from_list(small.to_list()), tmp_path / "a", grad, proj)
+    mapped = build_datastore(warmup_dir, on_disk, tmp_path / "b", grad, proj)
+    assert mapped.manifest.key == in_memory.manifest.key
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "pool").rglob("d*.npy"))
+    assert files
+    for name in [*files, "row_ids.json", "valid.npy"]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    write_json_atomic(tmp_path / "ids.json", list(small["id"]))  # the streamed file is byte-identical to the plain one
+    assert (tmp_path / "b" / "row_ids.json").read_bytes() == (tmp_path / "ids.json").read_bytes()
+    assert Datastore.open(tmp_path / "b").row_ids == list(small["id"])
+
+
+def test_tokenized_rows_match_tokenize_dataset(pool, tokenizer):
+    from less_hf.tokenization import TokenizedRows, tokenize_dataset
+
+    reference = tokenize_dataset(pool, tokenizer, max_length=24)  # short: some rows are truncated
+    lazy = TokenizedRows(pool, tokenizer, max_length=24, batch_size=7)  # batches that do not divide the pool
+    assert lazy.lengths.tolist() == [len(x) for x in reference["input_ids"]]
+    assert lazy.num_supervised.tolist() == list(reference["num_supervised"])
+    assert lazy.n_truncated == sum(list(reference["truncated"])) > 0
+    rows = [5, 0, 47, 5]
+    assert lazy.rows(rows) == [reference[i] for i in rows]
+
+
+def test_unique_ids_and_streamed_row_ids(tmp_path):
+    from less_hf.datastore.rows import check_unique_ids, write_row_ids
+    from less_hf.errors import InputError
+    from less_hf.tokenization import iter_row_ids
+
+    ids = [f"r{i}" for i in range(100)]
+    check_unique_ids(Dataset.from_dict({"id": ids, "text": ids}))
+    check_unique_ids(Dataset.from_dict({"text": ["same"] * 5}))  # row numbers
+    dup = ids[:40] + ["r3"] + ids[40:70] + ["r50", "r3"]
+    with pytest.raises(InputError, match=r"'r3' \(rows 3 and 40\), 'r50' \(rows 51 and 71\), 'r3' \(rows 3 and 72\)"):
+        check_unique_ids(Dataset.from_dict({"id": dup, "text": dup}))
+    with pytest.raises(InputError, match=r"'7' \(rows 0 and 1\)"):
+        check_unique_ids(Dataset.from_dict({"id": [7, 7], "text": ["a", "b"]}))  # int ids, compared as strings
+    numbered = Dataset.from_dict({"text": ["x"] * 5})
+    assert [i for b in iter_row_ids(numbered, batch_size=2) for i in b] == ["0", "1", "2", "3", "4"]
+    write_row_ids(tmp_path / "ids.json", Dataset.from_dict({"id": ['a"b', "é"], "text": ["x", "y"]}))
+    assert (tmp_path / "ids.json").read_text() == '[\n  "a\\"b",\n  "\\u00e9"\n]'
+
+
+def test_batch_plan_is_the_length_sorted_order():
+    from less_hf.gradients.batching import BatchPlan
+
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(1000, size=301, replace=False))
+    lengths = rng.integers(1, 6, size=301)
+    plan = BatchPlan(rows, lengths, 8)
+    expected = sorted(range(301), key=lambda j: (-lengths[j], rows[j]))  # longest first, ties by row
+    assert np.concatenate(list(plan)).tolist() == rows[expected].tolist()
+    assert len(plan) == 38 and len(plan[37]) == 5
+    done = np.zeros(1000, dtype=bool)
+    done[plan[0]] = True
+    done[plan[3][:2]] = True  # a partly done batch is computed again, whole
+    assert plan.pending(done).tolist() == [k for k in range(38) if k != 0]
+    assert plan.pending(done, rank=1, world_size=2).tolist() == list(range(1, 38, 2))
