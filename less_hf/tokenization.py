@@ -321,10 +321,11 @@ def check_map_style(dataset, what: str = "pool") -> None:
         return
     if isinstance(dataset, IterableDataset):
         raise InputError(
-            f"The {what} is an IterableDataset, but the datastore stores features by row number and needs random "
-            "access to the rows. Write it to an Arrow file once (memory stays flat and the result is memory-mapped, "
-            "not held in RAM): `Dataset.from_generator(lambda: (yield from iterable), features=iterable.features)`, "
-            "or load it without streaming=True."
+            f"The {what} is an IterableDataset, but selection needs random access to the rows (features are stored "
+            "by row number; the selection is returned as dataset.select(indices)). Write it to an Arrow file once "
+            "(memory stays flat and the result is memory-mapped, not held in RAM): "
+            "`Dataset.from_generator(lambda: (yield from iterable), features=iterable.features)`, or load it without "
+            "streaming=True."
         )
     raise InputError(f"The {what} must be a datasets.Dataset, got {type(dataset).__name__}.")
 

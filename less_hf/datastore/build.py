@@ -190,7 +190,10 @@ def build_datastore(
 
     Args:
         warmup_dir: the warmup's output dir holding ``checkpoint-N`` folders.
-        pool: the candidate rows (`datasets.Dataset` in a TRL format).
+        pool: the candidate rows (`datasets.Dataset` in a TRL format), in memory or memory-mapped (``load_from_disk``,
+            ``load_dataset``, ``Dataset.from_generator``): the build reads it a batch at a time and keeps a few bytes
+            per row, so a pool larger than RAM works. An `IterableDataset` is refused with how to write it to an
+            Arrow file (the datastore needs random access by row number).
         output_dir: where the datastore lives. None (default): ``<warmup_dir>/less_datastore/<key digest>``, one
             folder per content key. A given folder is used as is: a complete datastore built under the same key is
             reused, a partial one resumed, and one made from other inputs refused with the differing fields.

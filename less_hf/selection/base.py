@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import BudgetError, ConfigError, InputError
 from ..output import subset_with_scores, top_indices
+from ..tokenization import check_map_style
 
 DEFAULT_FRACTION = 0.05
 BLOCK = 1 << 20  # scores examined at a time where a whole-pool temporary is not needed
@@ -21,17 +22,9 @@ def check_dataset(value: Any, what: str) -> None:
     if isinstance(value, Dataset):
         return
     if isinstance(value, IterableDataset):
-        raise InputError(f"{what} is an IterableDataset; {MATERIALIZE_HINT}")
+        check_map_style(value, what)  # the one message saying how to write it to an Arrow file
     hint = "pick a split, e.g. dataset['train']" if isinstance(value, DatasetDict) else "e.g. Dataset.from_list(rows)"
     raise InputError(f"{what} must be a datasets.Dataset, got {type(value).__name__}: {hint}.")
-
-
-MATERIALIZE_HINT = (
-    "selection needs random access to the rows (features are stored by row number and the selection is returned "
-    "as dataset.select(indices)). Write it to an Arrow file once, which keeps memory flat: "
-    "`Dataset.from_generator(lambda: (yield from iterable), features=iterable.features)` (or load it without "
-    "streaming=True); the result is memory-mapped, not held in RAM."
-)
 
 
 def as_target_dict(targets: Any) -> tuple[dict[str, Any], bool]:
