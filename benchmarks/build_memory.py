@@ -294,10 +294,8 @@ def run(
                 shutil.rmtree(out, ignore_errors=True)
                 record("build", code, n, run_child("build", str(pool), str(warmup_dir), str(out), pythonpath=path))
                 shutil.rmtree(out, ignore_errors=True)
-        if n in select_sizes:
-            record("select top 5%", "this", n, run_child("select", str(pool), "0.05"))
-        if n > 1_000_000:
-            shutil.rmtree(pool, ignore_errors=True)
+            if n in select_sizes:
+                record("select top 5%", code, n, run_child("select", str(pool), "0.05", pythonpath=path))
     section.data = {"results": results}
     return section
 
