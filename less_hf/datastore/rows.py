@@ -14,24 +14,36 @@ from .atomic import write_atomic
 __all__ = ["check_unique_ids", "write_row_ids"]
 
 
-def check_unique_ids(pool, what: str = "pool") -> None:
-    """Rows are reported by id, so ids must be unique. Checked a batch at a time on 64-bit hashes of the ids (8
-    bytes per row), then on the ids themselves for the rows whose hashes collide, so the answer is exact."""
-    if "id" not in pool.column_names:
-        return  # row numbers
+def _id_hashes(ids: list[str]) -> np.ndarray:
     import pandas as pd
 
-    hashes = np.concatenate(
-        [pd.util.hash_array(np.asarray(ids, dtype=object)) for ids in iter_row_ids(pool)] or [np.zeros(0, np.uint64)]
-    )
-    order = np.argsort(hashes, kind="stable")
-    same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
-    if not len(same):
+    return pd.util.hash_array(np.asarray(ids, dtype=object))
+
+
+def check_unique_ids(pool, what: str = "pool") -> None:
+    """Rows are reported by id, so ids must be unique. Checked a batch at a time on 64-bit hashes of the ids (8
+    bytes per row, sorted in place), then, for the few hashes seen twice, on the ids themselves, so the answer is
+    exact."""
+    if "id" not in pool.column_names:
+        return  # row numbers
+    hashes = np.empty(len(pool), dtype=np.uint64)
+    lo = 0
+    for ids in iter_row_ids(pool):
+        hashes[lo : lo + len(ids)] = _id_hashes(ids)
+        lo += len(ids)
+    hashes.sort()
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    del hashes
+    if not len(repeated):
         return
-    candidates = np.unique(np.concatenate([order[same], order[same + 1]]))
+    candidates, lo = [], 0  # the rows whose hash repeats: a second pass, one batch at a time
+    for ids in iter_row_ids(pool):
+        candidates.append(lo + np.flatnonzero(np.isin(_id_hashes(ids), repeated)))
+        lo += len(ids)
+    rows = np.concatenate(candidates)
     seen: dict[str, int] = {}
     dups = []
-    for i, row_id in zip(candidates.tolist(), ids_at(pool, candidates)):
+    for i, row_id in zip(rows.tolist(), ids_at(pool, rows)):
         if row_id in seen and len(dups) < 5:
             dups.append(f"{row_id!r} (rows {seen[row_id]} and {i})")
         seen.setdefault(row_id, i)

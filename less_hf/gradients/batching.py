@@ -33,8 +33,11 @@ class BatchPlan:
     def __init__(self, rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        rows = np.asarray(rows, dtype=np.int64)
-        self.order = rows[np.lexsort((rows, -np.asarray(lengths, dtype=np.int64)))]  # longest first, then by row
+        rows, lengths = np.asarray(rows, dtype=np.int64), np.asarray(lengths)
+        if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():  # ties go by row: sort by row first
+            by_row = np.argsort(rows, kind="stable")
+            rows, lengths = rows[by_row], lengths[by_row]
+        self.order = rows[np.argsort(-lengths.astype(np.int64), kind="stable")]  # longest first, ties by row
         self.batch_size = int(batch_size)
 
     def __len__(self) -> int:
