@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a --compare child imports less_hf from its own PYTHONPATH first
+    sys.path.append(str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -323,8 +323,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         mode, *rest = args.child
+        import less_hf
+
         result = {"stages": child_stages, "build": child_build, "select": child_select}[mode](*rest)
-        print(json.dumps(result))
+        print(json.dumps({**result, "less_hf": str(Path(less_hf.__file__).parent.parent)}))
         return
     import tempfile
 
