@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
@@ -72,6 +73,26 @@ def row_ids(dataset) -> list[str]:
     if "id" in dataset.column_names:
         return [str(i) for i in dataset["id"]]
     return [str(i) for i in range(len(dataset))]
+
+
+def iter_row_ids(dataset, batch_size: int = 1 << 16):
+    """:func:`row_ids` a batch at a time (lists of at most ``batch_size`` ids): a large pool's ids are never all
+    held as Python strings at once."""
+    n = len(dataset)
+    if "id" not in dataset.column_names:
+        for lo in range(0, n, batch_size):
+            yield [str(i) for i in range(lo, min(n, lo + batch_size))]
+        return
+    for batch in dataset.select_columns(["id"]).with_format("arrow").iter(batch_size=batch_size):
+        yield [str(i) for i in batch.column(0).to_pylist()]
+
+
+def ids_at(dataset, rows) -> list[str]:
+    """The :func:`row_ids` of the given rows only."""
+    rows = [int(i) for i in rows]
+    if "id" not in dataset.column_names or not rows:
+        return [str(i) for i in rows]
+    return [str(i) for i in dataset.select_columns(["id"])[rows]["id"]]
 
 
 def _render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
@@ -229,21 +250,19 @@ def _check_fields(row: dict[str, Any], fmt: str) -> None:
                     )
 
 
-def tokenize_dataset(
-    dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int = 512,
-    truncation: str = "keep_completion",
-    desc: str = "Tokenizing",
-):
-    """Tokenize a `datasets.Dataset` in any TRL format; returns a new dataset with only the token columns."""
-    fmt = detect_format(dataset.column_names)
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, truncation: str) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise InputError(
             "less_hf needs a fast tokenizer (offsets); load it with `AutoTokenizer.from_pretrained(...)`."
         )
     if truncation not in TRUNCATIONS:
         raise InputError(f"truncation={truncation!r} is not one of {TRUNCATIONS}.")
+
+
+def _row_tokenizer(dataset, tokenizer, max_length: int, truncation: str, desc: str):
+    """``one(row, index)``: :func:`tokenize_row` of one row of ``dataset``, with a bad row named in the error."""
+    fmt = detect_format(dataset.column_names)
+    _check_tokenizer(tokenizer, truncation)
     has_id = "id" in dataset.column_names
 
     def one(row: dict[str, Any], index: int) -> dict[str, Any]:
@@ -254,6 +273,33 @@ def tokenize_dataset(
             where = f"row {index}" + (f" (id {row['id']!r})" if has_id else "")
             raise InputError(f"{desc}: {where}: {err}") from err
 
+    return one
+
+
+def _warn_truncated(desc: str, n_truncated: int, n_rows: int, max_length: int, truncation: str) -> None:
+    if n_truncated:
+        how = "the prompt was cut from the left" if truncation == "keep_completion" else "cut from the right"
+        logger.warning(
+            "%s: %d of %d rows are longer than max_length=%d tokens and were truncated (%s); raise max_length to "
+            "keep them whole.",
+            desc,
+            n_truncated,
+            n_rows,
+            max_length,
+            how,
+        )
+
+
+def tokenize_dataset(
+    dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 512,
+    truncation: str = "keep_completion",
+    desc: str = "Tokenizing",
+):
+    """Tokenize a `datasets.Dataset` in any TRL format; returns a new in-memory dataset with only the token columns
+    (for the warmup's rows and target tasks; a pool of any size goes through :class:`TokenizedRows`)."""
+    one = _row_tokenizer(dataset, tokenizer, max_length, truncation, desc)
     out = dataset.map(
         one,
         with_indices=True,
@@ -262,15 +308,88 @@ def tokenize_dataset(
         desc=desc,
     )
     n_truncated = int(sum(out["truncated"])) if len(out) else 0
-    if n_truncated:
-        how = "the prompt was cut from the left" if truncation == "keep_completion" else "cut from the right"
-        logger.warning(
-            "%s: %d of %d rows are longer than max_length=%d tokens and were truncated (%s); raise max_length to "
-            "keep them whole.",
-            desc,
-            n_truncated,
-            len(out),
-            max_length,
-            how,
-        )
+    _warn_truncated(desc, n_truncated, len(out), max_length, truncation)
     return out
+
+
+def check_map_style(dataset, what: str = "pool") -> None:
+    """A clear error for a dataset without random access (an `IterableDataset`): features are stored by row number
+    and a selection is returned as ``dataset.select(indices)``."""
+    from datasets import Dataset, IterableDataset
+
+    if isinstance(dataset, Dataset):
+        return
+    if isinstance(dataset, IterableDataset):
+        raise InputError(
+            f"The {what} is an IterableDataset, but selection needs random access to the rows (features are stored "
+            "by row number; the selection is returned as dataset.select(indices)). Write it to an Arrow file once "
+            "(memory stays flat and the result is memory-mapped, not held in RAM): "
+            "`Dataset.from_generator(lambda: (yield from iterable), features=iterable.features)`, or load it without "
+            "streaming=True."
+        )
+    raise InputError(f"The {what} must be a datasets.Dataset, got {type(dataset).__name__}.")
+
+
+class TokenizedRows:
+    """The rows of a `datasets.Dataset` as tokens, for a pool of any size: one streaming pass records three numbers
+    per row (token count, supervised-label count, whether it was truncated); :meth:`rows` tokenizes any rows again
+    on demand. Memory stays ``O(rows)`` small integers, never the tokens of the whole pool, and nothing is written to
+    disk (an Arrow-backed dataset stays memory-mapped; only the rows of one batch are read at a time).
+
+    Args:
+        dataset: the rows (`datasets.Dataset`, in memory or memory-mapped).
+        tokenizer, max_length, truncation: as for :func:`tokenize_row`.
+        desc: progress-bar label, also used in error messages.
+        batch_size: rows read per step of the streaming pass.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 512,
+        truncation: str = "keep_completion",
+        desc: str = "Tokenizing",
+        batch_size: int = 1024,
+    ) -> None:
+        from ._logging import progress
+
+        check_map_style(dataset, "dataset")
+        self._one = _row_tokenizer(dataset, tokenizer, max_length, truncation, desc)
+        self._source = dataset.select_columns(feature_columns(dataset)).with_format(None)
+        n = len(dataset)
+        self.lengths = np.zeros(n, dtype=np.int32)
+        self.num_supervised = np.zeros(n, dtype=np.int32)
+        n_truncated = 0
+        bar = progress(total=n, desc=desc, unit="row", disable=n < 10_000)
+        try:
+            for lo, batch in zip(range(0, n, batch_size), self._source.iter(batch_size=batch_size)):
+                for j, row in enumerate(_rows_of(batch)):
+                    out = self._one(row, lo + j)
+                    self.lengths[lo + j] = len(out["input_ids"])
+                    self.num_supervised[lo + j] = out["num_supervised"]
+                    n_truncated += bool(out["truncated"])
+                bar.update(len(next(iter(batch.values()))))
+        finally:
+            bar.close()
+        self.n_truncated = n_truncated
+        _warn_truncated(desc, n_truncated, n, max_length, truncation)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def rows(self, indices) -> list[dict[str, Any]]:
+        """Tokenized rows (``input_ids``, ``labels``, ``num_supervised``, ``truncated``) at ``indices``, in order."""
+        indices = [int(i) for i in indices]
+        batch = self._source[indices]
+        out = [self._one(row, i) for row, i in zip(_rows_of(batch), indices)]
+        for row, i in zip(out, indices):
+            if len(row["input_ids"]) != self.lengths[i]:
+                raise InputError(f"row {i} tokenized to another length than before: the dataset changed meanwhile.")
+        return out
+
+
+def _rows_of(batch: dict[str, list]) -> list[dict[str, Any]]:
+    """A batch's ``{column: values}`` as a list of row dicts."""
+    names = list(batch)
+    return [dict(zip(names, values)) for values in zip(*(batch[c] for c in names))]

@@ -21,7 +21,7 @@ from ..config import GradientConfig, ProjectionConfig
 from ..errors import CorruptFileError, DatastoreMismatchError, InputError, NoSpaceError
 from ..gradients.featurizer import GradientFeaturizer
 from ..projection import from_config
-from ..tokenization import feature_columns, row_ids
+from ..tokenization import check_map_style, feature_columns, ids_at
 from .atomic import save_npy_atomic, write_json_atomic
 from .keys import (
     FEATURE_FORMAT,
@@ -36,6 +36,7 @@ from .keys import (
 from .lock import WriterLock
 from .manifest import MANIFEST_FILE, CheckpointEntry, Manifest
 from .reader import ROW_IDS_FILE, VALID_FILE, Datastore
+from .rows import check_unique_ids, write_row_ids
 from .store import FeatureWriter, check_storage_dtype, file_checksum, read_key, recorded_checksums, row_bytes
 from .write import write_features
 
@@ -45,22 +46,6 @@ __all__ = ["DEFAULT_DATASTORE_FOLDER", "Datastore", "build_datastore", "datastor
 
 DEFAULT_DATASTORE_FOLDER = "less_datastore"
 SHARD_FILE = "shard.json"  # in the folder of one shard of a split build (LESS_HF_SHARD / --shard)
-
-
-def check_unique_ids(ids: list[str], what: str = "pool") -> None:
-    """Rows are reported by id, so ids must be unique."""
-    if len(set(ids)) == len(ids):
-        return
-    seen: dict[str, int] = {}
-    dups = []
-    for i, row_id in enumerate(ids):
-        if row_id in seen and len(dups) < 5:
-            dups.append(f"{row_id!r} (rows {seen[row_id]} and {i})")
-        seen.setdefault(row_id, i)
-    raise InputError(
-        f"The {what}'s 'id' column has duplicates, e.g. {', '.join(dups)}; rows are reported by id, so ids must be "
-        "unique. Deduplicate the rows, or drop/rename the 'id' column to use row numbers."
-    )
 
 
 # ------------------------------------------------------------------------------------------------------------ keys
@@ -210,7 +195,10 @@ def build_datastore(
 
     Args:
         warmup_dir: the warmup's output dir holding ``checkpoint-N`` folders.
-        pool: the candidate rows (`datasets.Dataset` in a TRL format).
+        pool: the candidate rows (`datasets.Dataset` in a TRL format), in memory or memory-mapped (``load_from_disk``,
+            ``load_dataset``, ``Dataset.from_generator``): the build reads it a batch at a time and keeps a few bytes
+            per row, so a pool larger than RAM works. An `IterableDataset` is refused with how to write it to an
+            Arrow file (the datastore needs random access by row number).
         output_dir: where the datastore lives. None (default): ``<warmup_dir>/less_datastore/<key digest>``, one
             folder per content key. A given folder is used as is: a complete datastore built under the same key is
             reused, a partial one resumed, and one made from other inputs refused with the differing fields.
@@ -224,10 +212,10 @@ def build_datastore(
     gradient_config = gradient_config or GradientConfig()
     projection_config = projection_config or ProjectionConfig()
     check_storage_dtype(projection_config.storage_dtype, list(projection_config.dims))
+    check_map_style(pool)
     if len(pool) == 0:
         raise InputError("The pool is empty: nothing to build a datastore for.")
-    ids = row_ids(pool)
-    check_unique_ids(ids)
+    check_unique_ids(pool)
     checkpoints = featurizer.checkpoints if featurizer else find_checkpoints(warmup_dir)
     weights = checkpoint_weights(checkpoints)
     featurizer = featurizer or GradientFeaturizer(
@@ -272,7 +260,7 @@ def build_datastore(
                 pass  # damaged: _check_existing warned, and the folders' own keys decide what is reused
         for checkpoint in checkpoints:  # every input is checked before any work starts
             check_checkpoint(checkpoint)
-        return _build(directory, manifest, checkpoints, pool, ids, gradient_config, featurizer)
+        return _build(directory, manifest, checkpoints, pool, gradient_config, featurizer)
 
 
 def _check_disk_space(output_dir: Path, manifest: Manifest, shard) -> None:
@@ -310,8 +298,15 @@ def _remove_stale_temp_files(output_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _report_invalid(ids: list[str], rows: np.ndarray, limit: int = 20) -> dict[str, Any]:
-    return {"count": int(len(rows)), "ids": [ids[i] for i in rows[:limit]]}
+def _ids_at(rows_source, rows: np.ndarray) -> list[str]:
+    """Ids of some rows, from the pool (a `Dataset`) or from a list of every row's id (merged shards)."""
+    if isinstance(rows_source, list):
+        return [rows_source[int(i)] for i in rows]
+    return ids_at(rows_source, rows)
+
+
+def _report_invalid(rows_source, rows: np.ndarray, limit: int = 20) -> dict[str, Any]:
+    return {"count": int(len(rows)), "ids": _ids_at(rows_source, rows[:limit])}
 
 
 def _build(
@@ -319,7 +314,6 @@ def _build(
     manifest: Manifest,
     checkpoints: list[CheckpointInfo],
     pool,
-    ids: list[str],
     gradient_config: GradientConfig,
     featurizer: GradientFeaturizer,
 ) -> Datastore | None:
@@ -340,8 +334,7 @@ def _build(
         manifest.status = "building"
         manifest.save(output_dir)
     tokenized = featurizer.tokenize(pool, desc="Tokenizing pool")
-    counts = np.asarray(tokenized["num_supervised"])
-    valid = counts > 0
+    valid = tokenized.num_supervised > 0
     if not valid.any():
         raise InputError(
             f"No pool row keeps a supervised token within max_length={gradient_config.max_length} (every completion "
@@ -354,7 +347,7 @@ def _build(
             "never be selected.",
             len(no_loss),
             gradient_config.max_length,
-            [ids[i] for i in no_loss[:5]],
+            ids_at(pool, no_loss[:5]),
         )
     nonfinite: set[int] = set()
     for checkpoint in checkpoints:
@@ -375,10 +368,10 @@ def _build(
             "%d pool rows have non-finite (NaN/inf) gradient features at some checkpoint (e.g. %s): an overflow in "
             "the model or its optimizer state. They are stored as zeros and never selected; the manifest lists them.",
             len(bad),
-            [ids[i] for i in bad[:5]],
+            ids_at(pool, bad[:5]),
         )
     if shard.separate:  # one shard of a split build: record what merge_shards needs to finish the datastore
-        write_json_atomic(output_dir / ROW_IDS_FILE, ids)
+        write_row_ids(output_dir / ROW_IDS_FILE, pool)
         record = {"rank": shard.rank, "world_size": shard.world_size, "no_supervised_token": no_loss.tolist()}
         write_json_atomic(output_dir / SHARD_FILE, record)
         logger.info(
@@ -390,22 +383,29 @@ def _build(
         )
         return None
     if shard.is_main:
-        finish_datastore(output_dir, manifest, ids, valid, no_loss, bad)
+        finish_datastore(output_dir, manifest, pool, valid, no_loss, bad)
     shard.barrier()
     return Datastore(output_dir, Manifest.load(output_dir))
 
 
 def finish_datastore(
-    output_dir: Path, manifest: Manifest, ids: list[str], valid: np.ndarray, no_loss: np.ndarray, bad: np.ndarray
+    output_dir: Path, manifest: Manifest, rows_source, valid: np.ndarray, no_loss: np.ndarray, bad: np.ndarray
 ) -> None:
     """Once every feature folder is final: write the valid mask and row ids, record the invalid rows and every
-    file's checksum in the manifest, and mark it complete."""
+    file's checksum in the manifest, and mark it complete.
+
+    ``rows_source`` is the pool (its ids are streamed a batch at a time) or, for merged shards, the list of every
+    row's id.
+    """
     manifest.invalid_rows = {
-        "no_supervised_token": _report_invalid(ids, no_loss),
-        "nonfinite_features": _report_invalid(ids, bad),
+        "no_supervised_token": _report_invalid(rows_source, no_loss),
+        "nonfinite_features": _report_invalid(rows_source, bad),
     }
     save_npy_atomic(output_dir / VALID_FILE, valid)
-    write_json_atomic(output_dir / ROW_IDS_FILE, ids)
+    if isinstance(rows_source, list):
+        write_json_atomic(output_dir / ROW_IDS_FILE, rows_source)
+    else:
+        write_row_ids(output_dir / ROW_IDS_FILE, rows_source)
     files = {name: file_checksum(output_dir / name) for name in (VALID_FILE, ROW_IDS_FILE)}
     for checkpoint in manifest.checkpoints:
         folder = Path("pool") / checkpoint.name

@@ -128,7 +128,7 @@ def _build_target(directory, key, datastore, checkpoints, name, dataset, subtask
             if folder.is_dir() and not folder.name.endswith(".part") and (read_key(folder) or {}).get("target") != key:
                 remove_tree(folder)
     tokenized = featurizer.tokenize(dataset, desc=f"Tokenizing {name}")
-    counts = np.asarray(tokenized["num_supervised"])
+    counts = tokenized.num_supervised
     valid = counts > 0
     if not valid.any():
         raise InputError(

@@ -25,8 +25,8 @@ from ..modeling import (
     swap_adapter_weights,
 )
 from ..projection import Projector
-from ..tokenization import tokenize_dataset
-from .batching import collate, length_sorted_batches
+from ..tokenization import TokenizedRows
+from .batching import BatchPlan, collate
 from .per_example import PerExampleGradients
 from .transforms import apply_transform, get_transform
 
@@ -82,7 +82,7 @@ class GradientFeaturizer:
         self._per_example: PerExampleGradients | None = None
         self._loaded: str | None = None
         self._moments = None
-        self._plans: dict[Any, list[np.ndarray]] = {}
+        self._plan: tuple[TokenizedRows, BatchPlan] | None = None
 
     @property
     def tokenizer(self):
@@ -118,50 +118,55 @@ class GradientFeaturizer:
         """D, the number of trainable LoRA parameters (0 before the first :meth:`load`)."""
         return self._per_example.num_params if self._per_example else 0
 
-    def tokenize(self, dataset, desc: str = "Tokenizing") -> Any:
-        return tokenize_dataset(dataset, self.tokenizer, self.config.max_length, self.config.truncation, desc=desc)
+    def tokenize(self, dataset, desc: str = "Tokenizing") -> TokenizedRows:
+        """Token counts of every row of ``dataset`` (one streaming pass; the tokens are made again per batch when
+        :meth:`features` needs them, so a pool of any size costs a few bytes per row)."""
+        return TokenizedRows(dataset, self.tokenizer, self.config.max_length, self.config.truncation, desc=desc)
 
-    def batch_plan(self, tokenized) -> list[np.ndarray]:
+    def batch_plan(self, tokenized: TokenizedRows) -> BatchPlan:
         """All rows with a supervised token cut into length-sorted batches: one global plan, the same for 1 or N
         processes and for a first run or a resume, so every row is always computed in the same batch (same padding,
         same kernels, same bits)."""
-        key = getattr(tokenized, "_fingerprint", None) or id(tokenized)
-        if key not in self._plans:
-            counts = np.asarray(tokenized["num_supervised"])
-            rows = np.flatnonzero(counts > 0)
-            lengths = [len(x) for x in tokenized.select(rows.tolist())["input_ids"]] if len(rows) else []
-            self._plans = {key: [rows[b] for b in length_sorted_batches(lengths, self.config.batch_size)]}
-        return self._plans[key]
+        if self._plan is None or self._plan[0] is not tokenized:
+            rows = np.flatnonzero(tokenized.num_supervised > 0)
+            self._plan = (tokenized, BatchPlan(rows, tokenized.lengths[rows], self.config.batch_size))
+        return self._plan[1]
 
     def features(
-        self, checkpoint: CheckpointInfo, tokenized, done: np.ndarray, transform: str, desc: str = "Gradients"
+        self,
+        checkpoint: CheckpointInfo,
+        tokenized: TokenizedRows,
+        done: np.ndarray,
+        transform: str,
+        desc: str = "Gradients",
     ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
         """Yield ``(rows, {dim: features})`` for the rows of ``tokenized`` not ``done`` that this process owns.
 
         Rows with no supervised token get zeros (from the main process; callers mask them out with the valid mask).
         """
         get_transform(transform)
-        counts = np.asarray(tokenized["num_supervised"])
+        counts = tokenized.num_supervised
         plan = self.batch_plan(tokenized)
         shard = self.shard
-        mine = [b for k, b in enumerate(plan) if k % shard.world_size == shard.rank and not done[b].all()]
+        mine = plan.pending(done, shard.rank, shard.world_size)
         empty = np.flatnonzero((counts == 0) & ~done) if shard.rank == 0 else np.zeros(0, dtype=np.int64)
         if len(empty):
             yield empty, {p.dim: np.zeros((len(empty), p.dim), dtype=np.float32) for p in self.projectors}
-        if not mine:
+        if not len(mine):
             return
         self.load(checkpoint)
         pad_id = self.tokenizer.pad_token_id
         bar = progress(
-            total=sum(len(b) for b in mine),
+            total=sum(len(plan[k]) for k in mine),
             desc=f"{desc} [{checkpoint.path.name}]",
             unit="row",
             dynamic_ncols=True,
             disable=not shard.is_main,
         )
         try:
-            for rows in mine:
-                batch = collate([tokenized[int(i)] for i in rows], pad_id, self.device)
+            for k in mine:
+                rows = plan[int(k)]
+                batch = collate(tokenized.rows(rows), pad_id, self.device)
                 projected = batch_features(self._per_example, batch, transform, self._moments, self.projectors)  # type: ignore[arg-type]
                 out = {dim: y.cpu().numpy() for dim, y in projected.items()}
                 del projected

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..datastore.atomic import save_npy_atomic, write_atomic
 from ..errors import InputError, LessHFError, MissingFileError, SelectionFolderError
-from .dataset import TASK_COLUMN
+from .dataset import TASK_COLUMN, top_indices
 from .names import check_name, check_names
 
 SELECTION_FILE = "selection.json"
@@ -59,7 +59,7 @@ def _source_column(pool, source_column: str | None) -> str | None:
 
 
 def _examples(pool, scores: np.ndarray, indices: np.ndarray, source_col: str | None) -> list[dict[str, Any]]:
-    rows = pool.select(indices.tolist())
+    rows = pool.select(indices.tolist(), keep_in_memory=True)
     return [
         {
             "row": int(i),
@@ -103,7 +103,7 @@ def selection_metadata(
     from ..datastore.keys import dataset_digest
 
     source_col = _source_column(pool, source_column)
-    pool_sources = collections.Counter(pool[source_col]) if source_col else None
+    pool_sources = _value_counts(pool, source_col) if source_col else None
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -122,9 +122,7 @@ def selection_metadata(
         "targets": {},
     }
     for name, subset in selected.items():
-        s = np.asarray(scores[name], dtype=np.float64)
-        finite = np.flatnonzero(np.isfinite(s))
-        order = finite[np.lexsort((finite, -s[finite]))]
+        s = np.asarray(scores[name])
         if name in targets:
             target = targets[name]
             subtasks = sorted(set(target["subtask"])) if "subtask" in target.column_names else []
@@ -135,7 +133,7 @@ def selection_metadata(
             "n_examples": n_examples,
             "subtasks": subtasks,
             "n_selected": len(subset),
-            "n_selectable": int(len(finite)),
+            "n_selectable": int(np.count_nonzero(np.isfinite(s))),
             "threshold": None if sampled else _threshold(subset, s),
             "drawn_examples": _drawn(subset, source_col, num_examples * 2) if sampled else None,
             "counts_per_source": dict(collections.Counter(subset[source_col]).most_common()) if source_col else None,
@@ -144,8 +142,8 @@ def selection_metadata(
                 if TASK_COLUMN in subset.column_names
                 else None
             ),
-            "top_examples": _examples(pool, s, order[:num_examples], source_col),
-            "bottom_examples": _examples(pool, s, order[::-1][:num_examples], source_col),
+            "top_examples": _examples(pool, s, top_indices(s, num_examples), source_col),
+            "bottom_examples": _examples(pool, s, top_indices(s, num_examples, lowest=True), source_col),
             "scores_file": f"{SCORES_DIR}/{name}.npy",
         }
     return out
@@ -157,8 +155,16 @@ def _threshold(subset, scores: np.ndarray) -> float | None:
     if not len(subset):
         return None
     taken = np.sort(np.asarray(subset[_score_column(subset)], dtype=np.float64))[::-1]
-    finite = np.sort(scores[np.isfinite(scores)])[::-1]
-    return float(taken[-1]) if len(taken) <= len(finite) and np.array_equal(taken, finite[: len(taken)]) else None
+    top = np.asarray(scores[top_indices(scores, len(taken))], dtype=np.float64)  # best first, O(k) memory
+    return float(taken[-1]) if np.array_equal(taken, top) else None
+
+
+def _value_counts(dataset, column: str) -> collections.Counter:
+    """``Counter(dataset[column])``, read a batch at a time (a whole column of a large pool is not held at once)."""
+    counts: collections.Counter = collections.Counter()
+    for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=1 << 16):
+        counts.update(batch.column(0).to_pylist())
+    return counts
 
 
 def _drawn(subset, source_col: str | None, limit: int) -> list[dict[str, Any]]:

@@ -9,17 +9,21 @@ import numpy as np
 
 from ..errors import BudgetError, InputError
 from ..output import subset_with_scores, top_indices
+from ..tokenization import check_map_style
 from .policies import ALIASES, MAX, PER_TASK, POLICIES, TASK_COLUMN, UNION, combine_max, resolve_policy, round_robin
 
 DEFAULT_FRACTION = 0.05
+BLOCK = 1 << 20  # scores examined at a time where a whole-pool temporary is not needed
 
 
 def check_dataset(value: Any, what: str) -> None:
     """A clear error when ``value`` is not a `datasets.Dataset` (a list of rows, a pandas frame, a DatasetDict...)."""
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, IterableDataset
 
     if isinstance(value, Dataset):
         return
+    if isinstance(value, IterableDataset):
+        check_map_style(value, what)  # the one message saying how to write it to an Arrow file
     hint = "pick a split, e.g. dataset['train']" if isinstance(value, DatasetDict) else "e.g. Dataset.from_list(rows)"
     raise InputError(f"{what} must be a datasets.Dataset, got {type(value).__name__}: {hint}.")
 
@@ -63,7 +67,7 @@ def budget(n_rows: int, fraction: float | None, n: int | None) -> int:
 
 def check_budget(scores: np.ndarray, k: int, allow_fewer: bool, name: str) -> int:
     """``k``, or the number of selectable rows when there are fewer and ``allow_fewer``; else a clear error."""
-    selectable = int(np.isfinite(scores).sum())
+    selectable = sum(int(np.isfinite(scores[lo : lo + BLOCK]).sum()) for lo in range(0, len(scores), BLOCK))
     if selectable == 0:
         raise BudgetError(
             f"No pool row is selectable for {name!r}: every score is -inf (no row keeps a supervised token, or every "

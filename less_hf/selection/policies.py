@@ -53,7 +53,11 @@ def resolve_policy(mode: str) -> str:
 
 def combine_max(scores: dict[str, np.ndarray]) -> np.ndarray:
     """One score for the union of the targets: the max over tasks (a row useful to any task ranks high)."""
-    return np.max(np.stack(list(scores.values())), axis=0)
+    values = iter(scores.values())
+    best = np.array(next(values), dtype=np.result_type(*scores.values()), copy=True)  # no (tasks, N) stack
+    for other in values:
+        np.maximum(best, other, out=best)
+    return best
 
 
 def round_robin(orders: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
