@@ -341,12 +341,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
         parse_shard(args.shard)  # checked before any work
         if not args.datastore_dir:
             raise InputError("--shard needs --datastore_dir: the folder this shard writes (one per shard).")
+    previous = os.environ.get(SHARD_ENV)
+    if args.shard:
         os.environ[SHARD_ENV] = args.shard  # read by the featurizer's current_shard()
-    selector = _make_selector("less", args)
-    datastore = selector.build_datastore(load_data(args.pool))
+    try:
+        selector = _make_selector("less", args)
+        datastore = selector.build_datastore(load_data(args.pool))
+    finally:  # this command's --shard must not leak into a later call in the same process
+        if previous is None:
+            os.environ.pop(SHARD_ENV, None)
+        else:
+            os.environ[SHARD_ENV] = previous
     if datastore is None:  # one shard of a split build
         print(
-            f"shard {os.environ[SHARD_ENV]} written to {args.datastore_dir}; combine all shard folders with "
+            f"shard {args.shard or previous} written to {args.datastore_dir}; combine all shard folders with "
             "`less-hf merge-shards --output_dir DATASTORE SHARD_DIR...`"
         )
     elif _is_main_process():

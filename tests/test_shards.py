@@ -113,3 +113,22 @@ def test_shard_spec(monkeypatch):
 def test_shard_needs_a_datastore_dir(capsys, tmp_path):
     assert main(["build", "--warmup_dir", str(tmp_path), "--pool", str(tmp_path / "p.jsonl"), "--shard", "0/2"]) == 2
     assert "--datastore_dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_packed_shards_merge_with_their_scales(split_build):
+    """A 1-bit build's shards carry per-row scales beside the packed bytes; the merge copies both."""
+    root, common = split_build
+    packed = [*common, "--storage_dtype", "int1"]
+    for k in range(2):  # one after the other in this process: the split is by rank, not by timing
+        assert main([*packed, "--datastore_dir", str(root / f"p_shard{k}"), "--shard", f"{k}/2"]) == 0
+    assert (
+        main(["merge-shards", "--output_dir", str(root / "p_merged"), str(root / "p_shard0"), str(root / "p_shard1")])
+        == 0
+    )
+    assert main([*packed, "--datastore_dir", str(root / "p_single")]) == 0
+    single, merged = root / "p_single", root / "p_merged"
+    files = sorted(str(p.relative_to(single)) for p in single.rglob("*.npy"))
+    assert any(n.endswith("d256.scales.npy") for n in files)
+    for name in files:
+        assert (single / name).read_bytes() == (merged / name).read_bytes(), name

@@ -23,6 +23,7 @@ from .distributed import Shard
 from .keys import diff_keys
 from .lock import WriterLock
 from .manifest import MANIFEST_FILE, Manifest
+from .packed import scales_file_name
 from .reader import ROW_IDS_FILE, Datastore
 from .store import PENDING, FeatureWriter, feature_file, read_key
 
@@ -131,9 +132,12 @@ def _copy_rows(part: Path, rank: int, writer: FeatureWriter, taken: np.ndarray, 
         raise InputError(f"{part}: shard {rank} computed rows another shard computed too; the shards do not fit.")
     taken[rows] = True
     for dim in writer.dims:
+        target, target_scales = writer.arrays[dim]  # a packed format's per-row scales travel with its bytes
         source = np.load(feature_file(part, dim), mmap_mode="r")
-        target = writer.arrays[dim]
+        source_scales = np.load(part / scales_file_name(dim), mmap_mode="r") if target_scales is not None else None
         for lo in range(0, len(rows), COPY_ROWS):
             block = rows[lo : lo + COPY_ROWS]
             target[block] = source[block]
+            if target_scales is not None:
+                target_scales[block] = source_scales[block]
     writer.state[rows] = mask[rows]
