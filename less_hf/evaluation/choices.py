@@ -1,10 +1,11 @@
-"""Multiple-choice evaluation for the quality benchmark: accuracy by log-likelihood and the gold answer's loss.
+"""Held-out evaluation: the gold answer's per-token loss, and multiple-choice accuracy by log-likelihood.
 
 Each option is scored as the assistant's answer to the row's prompt: the summed log-probability of its supervised
 tokens (the answer and the end-of-turn tokens the chat template adds). :func:`option_logprobs` runs the prompt,
 which every option shares, once and then only the options' own tokens from its key/value cache;
 :func:`option_logprobs_reference` runs every option's whole sequence (the obviously-correct version the test
-compares against).
+compares against). Rows without options (no ``choices``/``answer`` columns) get the gold loss of their own
+supervised tokens (the assistant turns, the completion, or every token of a ``text`` row).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from less_hf.tokenization import IGNORE_INDEX, tokenize_row
+from ..errors import InputError
+from ..tokenization import IGNORE_INDEX, tokenize_row
 
 
 def encode_options(row: dict, tokenizer, max_length: int) -> list[dict]:
@@ -70,16 +72,51 @@ def option_logprobs(model, encs: list[dict], pad_id: int = 0) -> list[tuple[floa
     return out
 
 
+def gold_loss(model, tokenizer, row: dict, max_length: int) -> float:
+    """Mean per-token loss of a row's supervised tokens (any TRL format) under ``model``."""
+    from ..tokenization import detect_format
+
+    enc = tokenize_row(row, tokenizer, detect_format(list(row)), max_length=max_length)
+    total, n = option_logprobs_reference(model, [enc])[0]
+    if n == 0:
+        raise InputError(
+            f"A held-out row has no supervised token within max_length={max_length} (id {row.get('id', '?')!r}): "
+            "give it an answer, or raise max_length."
+        )
+    return -total / n
+
+
+def has_options(dataset) -> bool:
+    """True when the rows carry multiple-choice options (``choices`` list and gold ``answer`` index)."""
+    names = dataset.column_names if hasattr(dataset, "column_names") else list(dataset[0])
+    return "choices" in names and "answer" in names
+
+
 def evaluate(model, tokenizer, test, max_length: int, reference: bool = False) -> dict:
-    """Accuracy (argmax of summed option log-likelihood) and mean per-token loss of the gold answer over ``test``."""
+    """Gold-answer loss (and accuracy when rows carry options) over ``test``, with the per-row values.
+
+    Returns:
+        ``{"gold_loss": mean, "gold_losses": [per row], "accuracy": mean or None, "correct": [0/1 per row] or
+        None}``. With options, the gold loss is that of ``choices[answer]`` as the assistant's answer and accuracy is
+        the argmax of the summed option log-likelihoods.
+    """
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    correct, gold_losses = 0, []
+    options = has_options(test)
+    correct, gold_losses = [], []
     for row in test:
+        if not options:
+            gold_losses.append(gold_loss(model, tokenizer, row, max_length))
+            continue
         encs = encode_options(row, tokenizer, max_length)
         scores = option_logprobs_reference(model, encs) if reference else option_logprobs(model, encs, pad)
         totals = [s for s, _ in scores]
-        correct += int(int(np.argmax(totals)) == row["answer"])
+        correct.append(int(int(np.argmax(totals)) == row["answer"]))
         gold, n = scores[row["answer"]]
         gold_losses.append(-gold / max(1, n))
-    return {"accuracy": correct / len(test), "gold_loss": float(np.mean(gold_losses))}
+    return {
+        "gold_loss": float(np.mean(gold_losses)),
+        "gold_losses": [float(x) for x in gold_losses],
+        "accuracy": float(np.mean(correct)) if options else None,
+        "correct": correct if options else None,
+    }
