@@ -139,7 +139,7 @@ def loop_stats(a: list[list[float]], b: list[list[float]]) -> tuple[float, float
 
 def test_stats_match_a_float64_loop():
     rng = random.Random(0)
-    for trial in range(5):
+    for _ in range(5):
         n, sa, sb = rng.randint(2, 30), rng.randint(2, 4), rng.randint(2, 4)
         a = [[rng.gauss(2, 1) for _ in range(n)] for _ in range(sa)]
         b = [[rng.gauss(2.3, 1) for _ in range(n)] for _ in range(sb)]

@@ -27,13 +27,19 @@ def encode_options(row: dict, tokenizer, max_length: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def _sum_logprobs(logits: torch.Tensor, ids: list[int], labels: list[int]) -> tuple[float, int]:
-    """Summed log-probability of the supervised tokens of one sequence, from its logits ``[len(ids), V]``."""
-    target = torch.tensor(labels[1:], device=logits.device)
-    logp = torch.log_softmax(logits[:-1].float(), -1)
+def _sum_logprobs(logits: torch.Tensor, ids: list[int], labels: list[int], start: int = 0) -> tuple[float, int]:
+    """Summed log-probability of the supervised tokens of one sequence, from its logits at positions
+    ``start..len(ids)-1`` (``[len(ids) - start, V]``; positions before ``start`` must predict no supervised token)."""
+    target = torch.tensor(labels[start + 1 :], device=logits.device)
     keep = target != IGNORE_INDEX
-    picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return float((picked * keep).sum()), int(keep.sum())
+    logp = torch.log_softmax(logits[:-1][keep].float(), -1)  # only the rows that predict a supervised token
+    picked = logp.gather(-1, target[keep].unsqueeze(-1)).squeeze(-1)
+    return float(picked.sum()), int(keep.sum())
+
+
+def _first_needed(labels: list[int]) -> int:
+    """The first position whose logits predict a supervised token (``len(labels)`` when there is none)."""
+    return next((i - 1 for i, t in enumerate(labels) if i > 0 and t != IGNORE_INDEX), len(labels))
 
 
 @torch.no_grad()
@@ -57,7 +63,10 @@ def option_logprobs(model, encs: list[dict], pad_id: int = 0) -> list[tuple[floa
         shared += 1  # every option keeps at least one token of its own after the shared prefix
     if shared == 0:
         return option_logprobs_reference(model, encs)
-    prefix = model(input_ids=torch.tensor([ids[0][:shared]], device=device), use_cache=True)
+    # the prompt's logits are needed only where they predict a supervised token: skip the LM head elsewhere
+    start = min(shared - 1, *(_first_needed(e["labels"]) for e in encs))
+    prefix = model(input_ids=torch.tensor([ids[0][:shared]], device=device), use_cache=True,
+                   logits_to_keep=shared - start)  # fmt: skip
     cache = prefix.past_key_values
     cache.batch_repeat_interleave(len(encs))
     tails = [s[shared:] for s in ids]
@@ -68,7 +77,7 @@ def option_logprobs(model, encs: list[dict], pad_id: int = 0) -> list[tuple[floa
     out = []
     for i, e in enumerate(encs):
         full = torch.cat([prefix.logits[0], logits[i, : len(tails[i])]])
-        out.append(_sum_logprobs(full, e["input_ids"], e["labels"]))
+        out.append(_sum_logprobs(full, e["input_ids"], e["labels"], start))
     return out
 
 

@@ -124,14 +124,33 @@ class GradientFeaturizer:
 
         Rows with no supervised token get zeros (from the main process; callers mask them out with the valid mask).
         """
-        get_transform(transform)
+        for rows, out in self.features_multi(checkpoint, tokenized, done, (transform,), desc):
+            yield rows, out[transform]
+
+    def features_multi(
+        self,
+        checkpoint: CheckpointInfo,
+        tokenized,
+        done: np.ndarray,
+        transforms: tuple[str, ...],
+        desc: str = "Gradients",
+    ) -> Iterator[tuple[np.ndarray, dict[str, dict[int, np.ndarray]]]]:
+        """:meth:`features` for several transforms from one gradient pass: ``(rows, {transform: {dim: features}})``.
+
+        Each row's per-example gradient is computed once and every transform is applied to it (the gradient costs
+        the forward and backward pass; a transform and a projection are cheap), so the features of each transform
+        are exactly those :meth:`features` yields for it alone.
+        """
+        for transform in transforms:
+            get_transform(transform)
         counts = np.asarray(tokenized["num_supervised"])
         plan = self.batch_plan(tokenized)
         shard = self.shard
         mine = [b for k, b in enumerate(plan) if k % shard.world_size == shard.rank and not done[b].all()]
         empty = np.flatnonzero((counts == 0) & ~done) if shard.is_main else np.zeros(0, dtype=np.int64)
         if len(empty):
-            yield empty, {p.dim: np.zeros((len(empty), p.dim), dtype=np.float32) for p in self.projectors}
+            zeros = {p.dim: np.zeros((len(empty), p.dim), dtype=np.float32) for p in self.projectors}
+            yield empty, {t: {d: z.copy() for d, z in zeros.items()} for t in transforms}
         if not mine:
             return
         self.load(checkpoint)
@@ -148,10 +167,12 @@ class GradientFeaturizer:
                 batch = collate([tokenized[int(i)] for i in rows], pad_id, self.device)
                 with torch.enable_grad():
                     grads, _, _ = self._per_example(batch)  # type: ignore[misc]
-                feats = apply_transform(transform, grads, self._moments)
+                out = {}
+                for transform in sorted(transforms, key=lambda t: t == "sgd"):  # 'sgd' returns the gradient itself
+                    feats = apply_transform(transform, grads, self._moments)
+                    out[transform] = {p.dim: p.project(feats).cpu().numpy() for p in self.projectors}
+                    del feats
                 del grads
-                out = {p.dim: p.project(feats).cpu().numpy() for p in self.projectors}
-                del feats
                 yield rows, out
                 bar.update(len(rows))
         finally:
