@@ -26,7 +26,7 @@ class _UserFacing(Exception):
     """A library error that is the user's to fix (Hub refusals, no token)."""
 
 
-SELECTION_METHODS = ("less", "tsds", "random", "bm25", "dsir", "rds")
+SELECTION_METHODS = ("less", "tsds", "random", "bm25", "dsir", "rds", "rds_plus", "longest")
 """Methods `less-hf select --method` knows; each maps to a `Selector` in :func:`_make_selector`."""
 
 
@@ -315,7 +315,9 @@ def _make_selector(method: str, args: argparse.Namespace):
             base_model=args.base_model,
             seed=seed,
         )
-    if method == "rds":
+    if method == "longest":  # tokens of --base_model's tokenizer when given, else characters
+        return SELECTORS[method](args.base_model)
+    if method in ("rds", "rds_plus"):
         model = args.base_model
         if model is None:
             from .capture.checkpoints import find_checkpoints
@@ -323,7 +325,7 @@ def _make_selector(method: str, args: argparse.Namespace):
 
             model = base_model_of(find_checkpoints(_needs_warmup_dir(method, args))[0].path)
         gradient = config_from_args(args, GradientConfig)
-        return SELECTORS["rds"](model, max_length=gradient.max_length, batch_size=gradient.batch_size)
+        return SELECTORS[method](model, max_length=gradient.max_length, batch_size=gradient.batch_size)
     if method in ("random", "dsir"):
         return SELECTORS[method](seed=seed)
     return SELECTORS[method]()
@@ -401,7 +403,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         seed=args.selection_seed,
         allow_fewer=args.allow_fewer,
     )
-    if args.mode == "combined":
+    if args.mode != "per_task":  # max, round_robin (and the old name combined): one subset for the union
         results = {"combined": results}
     if not _is_main_process():
         return 0  # under `accelerate launch` every process scores; only the main one writes
@@ -537,9 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         p,
         "--mode",
-        "'per_task' (one subset per target) or 'combined' (one subset for the union of the targets).",
+        "Multi-target policy: 'per_task' (one subset per target), 'max' (one subset 'combined' for the union of the "
+        "targets, top rows by the max of the tasks' scores) or 'round_robin' (one subset 'combined', each task "
+        "taking its next best unseen row in turn; column selected_for names the task). 'combined' is the "
+        "deprecated name of 'max'.",
         default="per_task",
-        choices=("per_task", "combined"),
+        choices=("per_task", "max", "round_robin", "combined"),
     )
     _add(p, "--selection_seed", "Seed of the methods that sample (random, dsir, tsds).", default=0, type=int)
     _add(

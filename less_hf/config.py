@@ -156,9 +156,9 @@ class GradientConfig(_DictMixin):
     max_length: int = _help("Maximum tokens per row.", default=512, low=1)
     truncation: Truncation = _help("See TokenizationConfig.truncation.", default="keep_completion")
     optimizer_transform: Literal["adam", "adam_reference", "adam_torch", "sgd"] = _help(
-        "How pool gradients become features: 'adam' (the paper's bias-corrected update, default), "
-        "'adam_reference' (the reference code: no bias correction, eps inside the root), 'adam_torch' "
-        "(torch's AdamW step) or 'sgd' (the plain gradient).",
+        "How pool gradients become features: 'adam' (the paper's bias-corrected update, eps inside the root: "
+        "m̂/sqrt(v̂+eps), default), 'adam_reference' (the reference code: no bias correction, eps inside the root), "
+        "'adam_torch' (torch's AdamW step, eps outside the root: m̂/(sqrt(v̂)+eps)) or 'sgd' (the plain gradient).",
         default="adam",
     )
     flush_every: int = _help(

@@ -12,8 +12,10 @@ from less_hf import (
     DSIRSelector,
     GradientConfig,
     LESSSelector,
+    LongestSelector,
     ProjectionConfig,
     RandomSelector,
+    RDSPlusSelector,
     RDSSelector,
     TSDSConfig,
     TSDSSelector,
@@ -48,6 +50,8 @@ def selectors(warmup_dir, tiny_model_dir, tmp_path_factory):
         "bm25": BM25Selector(),
         "dsir": DSIRSelector(),
         "rds": RDSSelector(tiny_model_dir, max_length=64),
+        "rds_plus": RDSPlusSelector(tiny_model_dir, max_length=64),
+        "longest": LongestSelector(tiny_model_dir),
     }
 
 
@@ -71,9 +75,16 @@ def test_every_selector_shares_the_interface(method, selectors, pool, targets):
             assert {c: row[c] for c in pool.column_names} == pool[i]
     single = selector.select(pool, targets["add"], fraction=0.1, seed=1)
     assert isinstance(single, Dataset) and 0 < len(single) <= round(0.1 * len(pool))
-    combined = selector.select(pool, targets, n=4, mode="combined", seed=1)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        combined = selector.select(pool, targets, n=4, mode="combined", seed=1)
     assert isinstance(combined, Dataset) and 0 < len(combined) <= 4
-    assert "combined" in selector.scores_
+    assert "combined" in selector.scores_ and selector.policy_ == "max"
+    assert selector.select(pool, targets, n=4, mode="max", seed=1)["id"] == combined["id"]
+    rr = selector.select(pool, targets, n=4, mode="round_robin", seed=1)
+    assert selector.policy_ == "round_robin" and len(set(rr["id"])) == len(rr) == 4
+    assert rr["selected_for"][:2] == list(targets)  # the tasks take turns, in the order given
+    for row in rr:  # each row carries the score of the task that took it
+        assert row[column] == pytest.approx(selector.scores_[row["selected_for"]][pool["id"].index(row["id"])])
     repeat = selector.select(pool, targets, n=5, seed=1)
     assert all(repeat[k]["id"] == selected[k]["id"] for k in targets), "same seed, same selection"
 

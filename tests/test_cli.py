@@ -241,13 +241,13 @@ def test_example_config_file_uses_only_known_options():
     assert set(data) <= set(known), set(data) - set(known)
 
 
-@pytest.mark.parametrize("method", ["random", "bm25", "dsir", "rds", "tsds"])
+@pytest.mark.parametrize("method", ["random", "bm25", "dsir", "rds", "rds_plus", "longest", "tsds"])
 def test_select_every_method_by_name(cli_run, method):
     """`--method` reaches every selector of the registry through the same command and output layout."""
     out = cli_run / f"out-{method}"
     args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
     args += ["--output-dir", str(out), "--method", method, "--n", "4", "--max-length", "64"]
-    if method in ("rds", "tsds"):
+    if method in ("rds", "rds_plus", "tsds"):
         args += ["--warmup-dir", str(cli_run / "warm")]
     if method == "tsds":
         args += ["--tsds-sampling", "top", "--tsds-k", "16", "--tsds-kde-k", "16", "--dims", "128", "256"]
@@ -284,6 +284,16 @@ def test_select_combined_mode_writes_one_subset(cli_run):
     args += ["--target", f"again={cli_run / 'add.jsonl'}", "--output-dir", str(out), "--method", "bm25"]
     assert main([*args, "--mode", "combined", "--n", "3"]) == 0
     assert len(load_from_disk(str(out / "combined"))) == 3
+
+
+def test_select_round_robin_mode_names_each_rows_task(cli_run):
+    out = cli_run / "out-rr"
+    args = ["select", "--pool", str(cli_run / "pool"), "--target", f"add={cli_run / 'add.jsonl'}"]
+    args += ["--target", f"again={cli_run / 'add.jsonl'}", "--output-dir", str(out), "--method", "bm25"]
+    assert main([*args, "--mode", "round_robin", "--n", "4"]) == 0
+    subset = load_from_disk(str(out / "combined"))
+    assert len(subset) == 4 and subset["selected_for"] == ["add", "again", "add", "again"]
+    assert json.loads((out / "selection.json").read_text())["policy"] == "round_robin"
 
 
 def test_load_data_of_a_folder_rewritten_in_place_is_never_stale(tmp_path):

@@ -129,3 +129,14 @@ def test_apply_transform_unknown_name():
     grads, moments = random_state(seed=0, step=0)
     with pytest.raises(ValueError, match="Unknown"):
         apply_transform("adagrad", grads, moments)
+
+
+def test_eps_inside_vs_outside_the_root():
+    """A tiny gradient on a coordinate with empty moments: ε inside the root (adam) floors the denominator at √ε and
+    damps the update to ≈ g/√ε; ε outside (adam_torch) keeps it ≈ sign(g)."""
+    g = torch.full((1, 1), 1e-6)
+    moments = OptimizerMoments({"w": torch.zeros(1)}, {"w": torch.zeros(1)}, step=0, betas=(0.9, 0.999), eps=1e-8)
+    inside = apply_transform("adam", {"w": g.clone()}, moments)["w"].item()
+    outside = apply_transform("adam_torch", {"w": g.clone()}, moments)["w"].item()
+    assert inside == pytest.approx(1e-6 / (1e-12 + 1e-8) ** 0.5, rel=1e-4)  # ≈ 0.01
+    assert outside == pytest.approx(1e-6 / (1e-6 + 1e-8), rel=1e-4)  # ≈ 0.99

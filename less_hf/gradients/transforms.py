@@ -1,4 +1,23 @@
-"""How a per-example gradient becomes a LESS feature: the Adam update variants, or the plain gradient."""
+"""How a per-example gradient becomes a LESS feature: the Adam update variants, or the plain gradient.
+
+Each Adam variant first takes one Adam step of the captured moments with the row's gradient g:
+m′ = β₁m + (1 − β₁)g, v′ = β₂v + (1 − β₂)g², then (t = step + 1, m̂ = m′/(1 − β₁ᵗ), v̂ = v′/(1 − β₂ᵗ)):
+
+=================  ======================  =================  ================================================
+name               Γ                       bias correction    ε
+=================  ======================  =================  ================================================
+``adam``           m̂ / √(v̂ + ε)           yes                inside the root: the denominator is ≥ √ε
+                                                              (1e-4 at ε = 1e-8); the LESS paper's formula
+``adam_reference`` m′ / √(v′ + ε)          no                 inside the root (princeton-nlp/LESS code)
+``adam_torch``     m̂ / (√v̂ + ε)           yes                outside the root: the denominator is ≥ ε
+                                                              (1e-8); torch.optim.AdamW's step direction
+``sgd``            g                       —                  —
+=================  ======================  =================  ================================================
+
+With ε inside the root, coordinates whose v̂ is far below ε are damped (their update is ≈ m̂/√ε instead of
+≈ ±1); with ε outside, such rarely-updated coordinates keep a full-size update. So ``adam`` and ``adam_torch`` rank a
+pool differently wherever many v̂ are small.
+"""
 
 from __future__ import annotations
 
@@ -18,20 +37,22 @@ def _moments(g, m, v, betas):
 
 
 def adam_paper(g, m, v, step, betas, eps):
-    """The seeds' formula: bias-corrected m̂, v̂ at t = step + 1, Γ = m̂ / √(v̂ + ε)."""
+    """The LESS paper's formula (``adam``): bias-corrected m̂, v̂ at t = step + 1, Γ = m̂ / √(v̂ + ε), ε *inside* the
+    root (the denominator never falls below √ε)."""
     m1, v1 = _moments(g, m, v, betas)
     t = step + 1
     return (m1 / (1 - betas[0] ** t)) / torch.sqrt(v1 / (1 - betas[1] ** t) + eps)
 
 
 def adam_reference(g, m, v, step, betas, eps):
-    """The reference code: no bias correction, ε inside the root, Γ = m′ / √(v′ + ε)."""
+    """The LESS reference code (``adam_reference``): no bias correction, Γ = m′ / √(v′ + ε), ε *inside* the root."""
     m1, v1 = _moments(g, m, v, betas)
     return m1 / torch.sqrt(v1 + eps)
 
 
 def adam_torch(g, m, v, step, betas, eps):
-    """torch's AdamW step direction: bias-corrected, ε outside the root, Γ = m̂ / (√v̂ + ε)."""
+    """torch's AdamW step direction (``adam_torch``): bias-corrected, Γ = m̂ / (√v̂ + ε), ε *outside* the root (the
+    denominator never falls below ε)."""
     m1, v1 = _moments(g, m, v, betas)
     t = step + 1
     return (m1 / (1 - betas[0] ** t)) / (torch.sqrt(v1 / (1 - betas[1] ** t)) + eps)

@@ -6,6 +6,9 @@ import numpy as np
 
 from ..errors import InputError
 
+TASK_COLUMN = "selected_for"
+"""Column of a ``round_robin`` selection naming the task whose turn picked each row."""
+
 
 def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest finite scores, best first (ties broken by row order, so it is deterministic)."""

@@ -41,6 +41,14 @@ def _is_unreachable(error: BaseException) -> bool:
     return bool(names & {"TransportError", "ConnectError", "ConnectionError", "TimeoutException", "NetworkError"})
 
 
+POLICY_TEXT = {
+    "per_task": "one subset per target task",
+    "max": "one subset for the union of the targets, the top rows by the max of the tasks' scores",
+    "round_robin": "one subset for the union of the targets, each task taking its next best unseen row in turn; "
+    "the `selected_for` column names the task that took each row",
+}
+
+
 def card_metadata(selection: dict[str, Any], repo_id: str | None = None) -> dict[str, Any]:
     """The card's YAML metadata: HF's ``configs``/tags plus a ``less_hf`` block with the run's provenance."""
     settings = selection["settings"]
@@ -61,6 +69,7 @@ def card_metadata(selection: dict[str, Any], repo_id: str | None = None) -> dict
         ],
         "less_hf": {
             "method": selection["method"],
+            "policy": selection.get("policy"),
             "source_dataset": selection["pool"]["spec"],
             "source_fingerprint": selection["pool"]["fingerprint"],
             "source_rows": selection["pool"]["n_rows"],
@@ -128,6 +137,9 @@ def card_body(selection: dict[str, Any], repo_id: str | None = None) -> str:
             + (f"{sel['fraction']:.1%}" if sel.get("fraction") else f"{sel.get('n') or '5%'}")
             + " of the pool is kept",
         ]
+    policy = selection.get("policy")
+    if policy:
+        lines.append(f"- Multi-target policy: `{policy}` ({POLICY_TEXT.get(policy, policy)})")
     lines += [
         "",
         "Each row keeps every column of the source dataset plus its score and rank (0 = best) for its target.",

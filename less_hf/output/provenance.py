@@ -22,6 +22,7 @@ import numpy as np
 
 from ..datastore.atomic import save_npy_atomic, write_atomic
 from ..errors import InputError, LessHFError, MissingFileError, SelectionFolderError
+from .dataset import TASK_COLUMN
 from .names import check_name, check_names
 
 SELECTION_FILE = "selection.json"
@@ -81,6 +82,7 @@ def selection_metadata(
     pool_spec: str | None = None,
     num_examples: int = 5,
     sampled: bool = False,
+    policy: str | None = None,
 ) -> dict[str, Any]:
     """The provenance dict stored as ``selection.json``.
 
@@ -96,6 +98,7 @@ def selection_metadata(
         num_examples: top and bottom pool rows kept per target for the report.
         sampled: the method drew the rows at random, weighted by score (TSDS, DSIR, random): no threshold is
             recorded, and the most drawn rows are listed with their counts.
+        policy: the multi-target policy (``per_task``, ``max``, ``round_robin``), recorded as ``policy``.
     """
     from ..datastore.keys import dataset_digest
 
@@ -106,6 +109,7 @@ def selection_metadata(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "method": method,
         "sampled": sampled,
+        "policy": policy,
         "settings": settings,
         "pool": {
             "spec": pool_spec,
@@ -125,21 +129,36 @@ def selection_metadata(
             target = targets[name]
             subtasks = sorted(set(target["subtask"])) if "subtask" in target.column_names else []
             n_examples = len(target)
-        else:  # mode="combined": one selection for the union of the targets
+        else:  # mode="max" or "round_robin": one selection for the union of the targets
             subtasks, n_examples = sorted(targets), sum(len(t) for t in targets.values())
         out["targets"][name] = {
             "n_examples": n_examples,
             "subtasks": subtasks,
             "n_selected": len(subset),
             "n_selectable": int(len(finite)),
-            "threshold": float(subset[-1][_score_column(subset)]) if len(subset) and not sampled else None,
+            "threshold": None if sampled else _threshold(subset, s),
             "drawn_examples": _drawn(subset, source_col, num_examples * 2) if sampled else None,
             "counts_per_source": dict(collections.Counter(subset[source_col]).most_common()) if source_col else None,
+            "counts_per_task": (
+                dict(collections.Counter(subset[TASK_COLUMN]).most_common())
+                if TASK_COLUMN in subset.column_names
+                else None
+            ),
             "top_examples": _examples(pool, s, order[:num_examples], source_col),
             "bottom_examples": _examples(pool, s, order[::-1][:num_examples], source_col),
             "scores_file": f"{SCORES_DIR}/{name}.npy",
         }
     return out
+
+
+def _threshold(subset, scores: np.ndarray) -> float | None:
+    """The lowest selected score when the selection is exactly the top rows by ``scores`` (every row scoring above
+    it was taken), else ``None`` (round-robin selections take rows in turn, not by one score)."""
+    if not len(subset):
+        return None
+    taken = np.sort(np.asarray(subset[_score_column(subset)], dtype=np.float64))[::-1]
+    finite = np.sort(scores[np.isfinite(scores)])[::-1]
+    return float(taken[-1]) if len(taken) <= len(finite) and np.array_equal(taken, finite[: len(taken)]) else None
 
 
 def _drawn(subset, source_col: str | None, limit: int) -> list[dict[str, Any]]:

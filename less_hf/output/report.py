@@ -250,7 +250,8 @@ def render_markdown(parts: dict[str, Any], image_dir: Path, image_prefix: str) -
         "# less_hf selection report",
         "",
         f"{sel['method'].upper()} selection from `{sel['pool']['spec']}` ({sel['pool']['n_rows']:,} rows) for "
-        f"{len(sel['targets'])} target task(s), {sel['created']}.",
+        f"{len(sel['targets'])} target task(s), {sel['created']}"
+        + (f", policy `{sel['policy']}`." if sel.get("policy") else "."),
         "",
     ]
     for name, p in parts["targets"].items():
@@ -259,7 +260,11 @@ def render_markdown(parts: dict[str, Any], image_dir: Path, image_prefix: str) -
             f"## Target: {name}",
             "",
             f"{info['n_selected']} of {info['n_selectable']} scorable rows selected "
-            + (f"(threshold {info['threshold']:+.4f})." if info["threshold"] is not None else "(drawn at random).")
+            + (
+                f"(threshold {info['threshold']:+.4f})."
+                if info["threshold"] is not None
+                else ("(taken in turn, not by one threshold)." if not sel.get("sampled") else "(drawn at random).")
+            )
             + "",
             "",
         ]

@@ -7,7 +7,9 @@ from typing import Any
 from ..errors import InputError
 from .base import Selector
 from .baselines import BM25Selector, DSIRSelector, RandomSelector, RDSSelector
+from .length import LongestSelector
 from .less import LESSSelector
+from .rds_plus import RDSPlusSelector
 from .tsds import TSDSSelector
 
 SELECTORS: dict[str, type[Selector]] = {
@@ -17,6 +19,8 @@ SELECTORS: dict[str, type[Selector]] = {
     "bm25": BM25Selector,
     "dsir": DSIRSelector,
     "rds": RDSSelector,
+    "rds_plus": RDSPlusSelector,
+    "longest": LongestSelector,
 }
 """Every selection method by name (what the CLI's ``--method`` accepts)."""
 
@@ -34,6 +38,8 @@ __all__ = [
     "BM25Selector",
     "DSIRSelector",
     "LESSSelector",
+    "LongestSelector",
+    "RDSPlusSelector",
     "RDSSelector",
     "RandomSelector",
     "Selector",

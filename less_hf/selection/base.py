@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BudgetError, ConfigError, InputError
+from ..errors import BudgetError, InputError
 from ..output import subset_with_scores, top_indices
+from .policies import ALIASES, MAX, PER_TASK, POLICIES, TASK_COLUMN, UNION, combine_max, resolve_policy, round_robin
 
 DEFAULT_FRACTION = 0.05
 
@@ -80,24 +81,22 @@ def check_budget(scores: np.ndarray, k: int, allow_fewer: bool, name: str) -> in
     return k
 
 
-MODES = ("per_task", "combined")
-COMBINED = "combined"
-
-
-def combine_max(scores: dict[str, np.ndarray]) -> np.ndarray:
-    """One score for the union of the targets: the max over tasks (a row useful to any task ranks high)."""
-    return np.max(np.stack(list(scores.values())), axis=0)
+MODES = (*POLICIES, *ALIASES)
+"""Every ``mode`` :meth:`Selector.select` accepts: the policies and the deprecated ``combined`` (= ``max``)."""
+COMBINED = UNION
 
 
 class Selector(ABC):
     """Base class: subclasses implement :meth:`score`; :meth:`select` turns scores into datasets.
 
-    Every method shares :meth:`select`'s options: ``fraction`` or ``n``, ``mode`` (one selection per task, or one for
-    the union of the tasks) and ``seed`` (for the methods that sample). After a call, ``scores_`` holds
-    ``{task: (len(pool),) scores}`` (plus ``"combined"`` in combined mode).
+    Every method shares :meth:`select`'s options: ``fraction`` or ``n``, ``mode`` (the multi-target policy:
+    ``per_task``, ``max`` or ``round_robin``, see :mod:`less_hf.selection.policies`) and ``seed`` (for the methods
+    that sample). After a call, ``scores_`` holds ``{task: (len(pool),) scores}`` (plus ``"combined"``, the
+    :meth:`combine` of the tasks' scores, for the ``max`` and ``round_robin`` policies) and ``policy_`` the policy.
 
-    Subclasses may override :meth:`pick` (how k rows are drawn from the scores; default: the top k) and
-    :meth:`combine` (default: the max over tasks).
+    Subclasses may override :meth:`pick` (how k rows are drawn from the scores; default: the top k),
+    :meth:`pick_task` (one task's selection; default: :meth:`pick`), :meth:`task_order` (a task's ranking for
+    ``round_robin``; default: :meth:`pick` of every selectable row) and :meth:`combine` (default: the max over tasks).
     """
 
     score_column = "score"
@@ -110,12 +109,21 @@ class Selector(ABC):
         """``{target name: (len(pool),) scores}``; higher is better; ``-inf`` means never select."""
 
     def combine(self, scores: dict[str, np.ndarray]) -> np.ndarray:
-        """Scores for ``mode="combined"``; default: :func:`combine_max`."""
+        """Scores of the union of the targets (``mode="max"``); default: :func:`combine_max`."""
         return combine_max(scores)
 
     def pick(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
         """Indices of the selected rows, in the order they are returned (default: the top k, best first)."""
         return top_indices(scores, k)
+
+    def pick_task(self, name: str, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        """One task's selection in ``per_task`` mode (default: :meth:`pick`; RDS+ takes its target examples in
+        turn)."""
+        return self.pick(scores, k, rng)
+
+    def task_order(self, name: str, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A task's ranking of its selectable rows for ``round_robin``, best (or first drawn) first."""
+        return self.pick(scores, int(np.isfinite(scores).sum()), rng)
 
     def subset(self, pool, indices: np.ndarray, scores: np.ndarray):
         """The returned `Dataset`: the pool's rows at ``indices`` with score and rank columns."""
@@ -127,7 +135,7 @@ class Selector(ABC):
         targets: Any,
         fraction: float | None = None,
         n: int | None = None,
-        mode: str = "per_task",
+        mode: str = PER_TASK,
         seed: int | None = None,
         allow_fewer: bool = False,
     ):
@@ -138,18 +146,21 @@ class Selector(ABC):
             targets: one `Dataset` of target examples, or ``{name: Dataset}`` to select for several tasks in one pass.
             fraction: keep this fraction of the pool (default 5%).
             n: keep exactly n rows (instead of fraction).
-            mode: ``"per_task"`` (one selection per target, default) or ``"combined"`` (one selection for the union
-                of the targets, from :meth:`combine` of the per-task scores).
+            mode: the multi-target policy. ``"per_task"`` (default): one selection per target. ``"max"``: one
+                selection for the union of the targets, the top rows of :meth:`combine` of the tasks' scores (their
+                max). ``"round_robin"``: one selection for the union, taking each task's next best unseen row in
+                turn (Ivison et al. 2025); its rows carry a ``selected_for`` column naming the task that took them.
+                ``"combined"`` is the deprecated name of ``"max"``.
             seed: seed of the methods that sample (random, DSIR, TSDS); default: the selector's ``seed``.
             allow_fewer: when fewer pool rows are selectable (finite score) than the budget asks for, return those
                 instead of raising :class:`~less_hf.errors.BudgetError`. Zero selectable rows is always an error.
 
         Returns:
-            The selected rows (all of the pool's columns, plus score and rank columns), best first: one `Dataset`
-            if ``targets`` was a `Dataset` or ``mode="combined"``, else ``{name: Dataset}``.
+            The selected rows (all of the pool's columns, plus score and rank columns), in selection order: one
+            `Dataset` if ``targets`` was a `Dataset` or the policy is ``max`` / ``round_robin``, else
+            ``{name: Dataset}``.
         """
-        if mode not in MODES:
-            raise ConfigError(f"mode={mode!r}; choose one of {MODES}.")
+        policy = resolve_policy(mode)
         check_dataset(pool, "pool")
         if len(pool) == 0:
             raise InputError("The pool is empty: nothing to select from.")
@@ -160,33 +171,60 @@ class Selector(ABC):
         k = budget(len(pool), fraction, n)
         rng = np.random.default_rng(self.seed if seed is None else seed)
         self.scores_ = self.score(pool, named)
-        if mode == COMBINED:
-            combined = self.combine(self.scores_)
-            self.scores_[COMBINED] = combined
-            k = check_budget(combined, k, allow_fewer, COMBINED)
-            result = self.subset(pool, self.pick(combined, k, rng), combined)
-            self._last = (pool, named, {COMBINED: result})
-            return result
-        selected = {
-            name: self.subset(pool, self.pick(s, check_budget(s, k, allow_fewer, name), rng), s)
-            for name, s in self.scores_.items()
-        }
-        self._last = (pool, named, selected)
-        return selected["target"] if single else selected
+        self.policy_ = policy
+        if policy == PER_TASK:
+            selected = {
+                name: self.subset(pool, self.pick_task(name, s, check_budget(s, k, allow_fewer, name), rng), s)
+                for name, s in self.scores_.items()
+            }
+            self._last = (pool, named, selected)
+            return selected["target"] if single else selected
+        union = self.combine(self.scores_)
+        k = check_budget(union, k, allow_fewer, UNION)
+        if policy == MAX:
+            result = self.subset(pool, self.pick(union, k, rng), union)
+        else:
+            result = self._round_robin(pool, k, allow_fewer, rng)
+        self.scores_[UNION] = union
+        self._last = (pool, named, {UNION: result})
+        return result
+
+    def _round_robin(self, pool, k: int, allow_fewer: bool, rng: np.random.Generator):
+        """The ``round_robin`` selection: the tasks' rankings merged by :func:`round_robin`."""
+        if TASK_COLUMN in pool.column_names:
+            raise InputError(
+                f"The pool already has a column {TASK_COLUMN!r} (round_robin names each row's task there): rename it."
+            )
+        names = list(self.scores_)
+        indices, owner = round_robin([self.task_order(name, self.scores_[name], rng) for name in names], k)
+        if len(indices) < k and not allow_fewer:
+            raise BudgetError(
+                f"round_robin: the budget asks for {k} rows but the tasks' rankings hold only {len(indices)} distinct "
+                "rows. Ask for fewer rows, or pass allow_fewer=True (--allow_fewer) to take them all."
+            )
+        picked = np.full(len(pool), -np.inf)  # each row's score for the task that took it
+        for row, task in zip(indices, owner):
+            picked[row] = self.scores_[names[task]][row]
+        subset = self.subset(pool, indices, picked)
+        return subset.add_column(TASK_COLUMN, [names[t] for t in owner])
 
     @property
     def method(self) -> str:
         """This selector's name in :data:`less_hf.selection.SELECTORS` (the CLI's ``--method``)."""
         from . import SELECTORS
 
-        return next((name for name, cls in SELECTORS.items() if isinstance(self, cls)), type(self).__name__)
+        exact = [name for name, cls in SELECTORS.items() if type(self) is cls]
+        subclass = [name for name, cls in SELECTORS.items() if isinstance(self, cls)]
+        return (exact or subclass or [type(self).__name__])[0]
 
     def settings(self) -> dict[str, Any]:
         """What this selector was run with, for ``selection.json`` and the dataset card: its plain attributes and
         its config (LESS and TSDS add the warmup's model, checkpoints and projection)."""
         plain = (str, int, float, bool, type(None))
         settings: dict[str, Any] = {
-            k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, plain)
+            k: v
+            for k, v in vars(self).items()
+            if not k.startswith("_") and not k.endswith("_") and isinstance(v, plain)  # not fitted state (policy_)
         }
         config = getattr(self, "config", None)
         if config is not None and hasattr(config, "to_dict"):
@@ -223,5 +261,6 @@ class Selector(ABC):
             source_column,
             pool_spec,
             sampled=self.samples,
+            policy=getattr(self, "policy_", None),
         )
         return save_selection(output_dir, selected, scores, metadata)

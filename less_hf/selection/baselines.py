@@ -151,6 +151,16 @@ class RDSSelector(Selector):
     ) -> None:
         self.encoder = MeanPoolEncoder(model, chat=True, max_length=max_length, batch_size=batch_size, device=device)
 
+    def settings(self) -> dict[str, Any]:
+        """The plain settings plus the encoder's model, pooling and max_length."""
+        encoder = self.encoder
+        return {
+            **super().settings(),
+            "model": encoder.model_path,
+            "pooling": encoder.pooling,
+            "max_length": encoder.max_length,
+        }
+
     def score(self, pool, targets: Any) -> dict[str, np.ndarray]:
         named, _ = as_target_dict(targets)
         pool_features = self.encoder(pool)

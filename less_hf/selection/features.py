@@ -10,7 +10,7 @@ import torch
 from transformers.utils import logging
 
 from .._logging import progress
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..tokenization import detect_format, render_row
 
 logger = logging.get_logger(__name__)
@@ -63,8 +63,29 @@ def subtask_max_of_means(similarity: np.ndarray, subtasks: np.ndarray) -> np.nda
     return best
 
 
+POOLINGS = ("mean", "weighted_mean")
+
+
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``(B, T, H)`` hidden states and ``(B, T)`` right-padded attention mask → ``(B, H)`` pooled vectors.
+
+    ``mean``: the plain mean over the row's tokens. ``weighted_mean``: position-weighted mean, token t (0-based)
+    weighted ``(t + 1) / Σ_s (s + 1)`` over the row's own tokens, so later tokens, which have attended to more of the
+    row, count more (SGPT, Muennighoff 2022; RDS+ of Ivison et al. 2025).
+    """
+    mask = mask.to(hidden.dtype)
+    if pooling == "weighted_mean":
+        weights = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype).unsqueeze(0) * mask
+    elif pooling == "mean":
+        weights = mask
+    else:
+        raise ConfigError(f"pooling={pooling!r}; choose one of {POOLINGS}.")
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1e-12)
+    return (hidden * weights.unsqueeze(-1)).sum(1)
+
+
 class MeanPoolEncoder:
-    """Mean over tokens of a model's final-layer hidden states, L2-normalised.
+    """Mean over tokens of a model's final-layer hidden states (plain or position-weighted), L2-normalised.
 
     With a causal LM and ``chat=True`` (RDS, as in the LESS paper) each row is rendered with the tokenizer's chat
     template, exactly as it is trained; with a sentence encoder (e.g. all-MiniLM-L6-v2) and ``chat=False`` the row's
@@ -76,6 +97,7 @@ class MeanPoolEncoder:
         max_length: tokens kept per row (right truncation).
         batch_size: rows per forward pass (rows are sorted by length to limit padding).
         device: ``"cpu"``, ``"cuda"``… (default: CUDA when available).
+        pooling: ``"mean"`` or ``"weighted_mean"`` (see :func:`pool_hidden`).
     """
 
     def __init__(
@@ -85,7 +107,11 @@ class MeanPoolEncoder:
         max_length: int = 512,
         batch_size: int = 16,
         device: str | None = None,
+        pooling: str = "mean",
     ) -> None:
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling={pooling!r}; choose one of {POOLINGS}.")
+        self.pooling = pooling
         self.model_path = str(model)
         self.chat = chat
         self.max_length = max_length
@@ -99,6 +125,7 @@ class MeanPoolEncoder:
             from transformers import AutoModel, AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            self._tokenizer.padding_side = "right"  # pool_hidden's position weights count from each row's start
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
             self._model = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
@@ -132,7 +159,6 @@ class MeanPoolEncoder:
                 return_tensors="pt",
             ).to(self.device)
             hidden = self._model(**enc).last_hidden_state.float()
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out[idx] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+            pooled = pool_hidden(hidden, enc["attention_mask"], self.pooling)
+            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out

@@ -31,9 +31,10 @@ class TSDSSelector(Selector):
     The score of a row (``tsds_score``) is its probability p. Rows with p = 0 are never selected, so ``top`` and
     ``without_replacement`` may return fewer rows than asked (a warning says so); ``with_replacement`` (the authors')
     returns exactly n rows, repeated draws as repeated rows next to each other, with a ``tsds_count`` column (how
-    many times the row was drawn). In ``mode="combined"`` p is the mean of the tasks' distributions (each task gets
-    equal mass). After ``select``, ``stats_[task]`` holds the support size, the water level, the number of
-    near-duplicates found by the KDE, and whether the neighbour lists were too short.
+    many times the row was drawn). In ``mode="max"`` (formerly ``combined``) p is the mean of the tasks' distributions
+    (each task gets equal mass); in ``mode="round_robin"`` the tasks take turns through their own draws (best p
+    first), each row taken once. After ``select``, ``stats_[task]`` holds the support size, the water level, the
+    number of near-duplicates found by the KDE, and whether the neighbour lists were too short.
 
     Example::
 
