@@ -214,7 +214,7 @@ def summarize(results: dict, precision: dict, methods: list[str], preset: str, c
             lines.append(f"| {m} | " + " | ".join(f"ρ {per[t]['spearman']:.2f}, overlap {per[t]['overlap']:.2f}"
                                                  for t in TARGETS) + " |")  # fmt: skip
     if FAILED:
-        lines += ["", "Failed (not in the tables): " + "; ".join(f"{m}: {e}" for m, e in FAILED.items())]
+        lines += ["", "Not run or failed (not in the tables): " + "; ".join(f"{m}: {e}" for m, e in FAILED.items())]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in meta["timings"].items()), ""]
     return "\n".join(lines)
 
@@ -254,6 +254,9 @@ def main() -> None:
     parser.add_argument("--reference-eval", action="store_true",
                         help="score each option with its own full forward pass (slower; the shared-prompt cached "
                         "path is checked against it in tests/test_quality_eval.py)")  # fmt: skip
+    parser.add_argument("--stop-by", default=None, metavar="HH:MM",
+                        help="UTC time by which the run must end: a method whose expected duration (the mean of the "
+                        "methods run so far) would pass it is skipped, and the table says so")  # fmt: skip
     args = parser.parse_args()
     global REFERENCE_EVAL
     REFERENCE_EVAL = args.reference_eval
@@ -314,7 +317,19 @@ def main() -> None:
     chosen_ids: dict[str, dict] = {}
     transform_stats: dict[str, dict] = {}
     failed = FAILED
+    stop_by = None
+    if args.stop_by:
+        import datetime as dt
+
+        hh, mm = (int(x) for x in args.stop_by.split(":"))
+        now = dt.datetime.now(dt.timezone.utc)
+        stop_by = time.time() + (now.replace(hour=hh, minute=mm, second=0) - now).total_seconds()
     for m in methods:
+        spent = [v for key, v in timings.items() if key.startswith("method_") and key != "method_less"]
+        if stop_by is not None and time.time() + (np.mean(spent) if spent else 0.0) > stop_by:
+            failed[m] = f"skipped: not expected to finish by {args.stop_by} UTC (--stop-by)"
+            log(f"{m} {failed[m]}")
+            continue
         started = time.perf_counter()
         try:
             if m == "base":
