@@ -62,7 +62,17 @@ METHODS = ("base", "random", "less", "bm25", "rds_plus", "rds_plus@round_robin",
 DEFAULT_METHODS = {
     "smoke": METHODS,
     # the model without fine-tuning last: a reference, not a contender (the preset's ~1 h is mostly evaluation)
-    "cpu": ("random", "less", "bm25", "rds_plus", "rds_plus@round_robin", *TRANSFORM_VARIANTS, "base"),
+    "cpu": (
+        "random",
+        "less",
+        "bm25",
+        "rds_plus",
+        "less:adam_torch",
+        "less:adam_reference",
+        "less:sgd",
+        "rds_plus@round_robin",
+        "base",
+    ),
     "full": ("base", "full", *METHODS[1:]),
 }
 SAMPLERS = ("random", "dsir", "tsds")  # methods whose selection depends on the seed
