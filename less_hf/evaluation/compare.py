@@ -140,7 +140,7 @@ def _warmup(model: str, pool, out: Path, config: WarmupConfig) -> Path:
             )
         logger.info("Reusing the warmup in %s", out)
         return out
-    warmup(model, pool, out, config, disable_tqdm=True)
+    warmup(model, pool, out, config)  # progress on stderr; stdout keeps compare's table
     record.write_text(json.dumps(wanted, indent=1))
     return out
 

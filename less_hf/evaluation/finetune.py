@@ -72,6 +72,7 @@ def finetune(
     ``stats`` holds ``steps`` (optimizer steps) and ``seconds``. The model is returned in memory for evaluation.
     """
     from peft import LoraConfig
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     config = config or FinetuneConfig()
@@ -101,6 +102,7 @@ def finetune(
         task_type="CAUSAL_LM",
     )
     trainer = SFTTrainer(model=str(model), args=args, train_dataset=training_rows(rows), peft_config=lora)
+    trainer.remove_callback(PrinterCallback)  # no loss dicts on stdout: callers print their own tables
     started = time.perf_counter()
     trainer.train()
     return trainer.model, {"steps": trainer.state.global_step, "seconds": time.perf_counter() - started}
