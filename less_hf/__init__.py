@@ -18,6 +18,8 @@ from .config import (  # noqa: E402
 )
 from .datastore import Datastore, build_datastore  # noqa: E402
 from .errors import LessHFError  # noqa: E402
+from .evaluation import FinetuneConfig  # noqa: E402
+from .evaluation.compare import compare  # noqa: E402
 from .output import export, push_to_hub, report  # noqa: E402
 from .projection import DenseProjector, SparseProjector, build_projector  # noqa: E402
 from .selection import (  # noqa: E402
@@ -41,6 +43,7 @@ __all__ = [
     "BM25Selector",
     "DSIRSelector",
     "Datastore",
+    "FinetuneConfig",
     "DenseProjector",
     "GradientCaptureCallback",
     "GradientConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "__version__",
     "build_datastore",
     "build_projector",
+    "compare",
     "export",
     "find_checkpoints",
     "get_selector",

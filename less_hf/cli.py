@@ -260,20 +260,20 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_targets(specs: list[str]) -> dict[str, Any]:
+def _parse_targets(specs: list[str], flag: str = "--target") -> dict[str, Any]:
     """``NAME=PATH`` specs → ``{name: Dataset}``; names are checked (safe, distinct) before any file is read."""
     from .output.names import check_names
 
     pairs = []
     for spec in specs:
         if not isinstance(spec, str) or "=" not in spec:
-            raise ConfigError(f"--target takes NAME=PATH, got {spec!r}.")
+            raise ConfigError(f"{flag} takes NAME=PATH, got {spec!r}.")
         pairs.append(spec.split("=", 1))
     names = [name for name, _ in pairs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(f"--target names must be distinct; {duplicates} given more than once.")
-    check_names(names, "--target name")
+        raise ConfigError(f"{flag} names must be distinct; {duplicates} given more than once.")
+    check_names(names, f"{flag} name")
     return {name: load_data(path) for name, path in pairs}
 
 
@@ -329,6 +329,50 @@ def _make_selector(method: str, args: argparse.Namespace):
     if method in ("random", "dsir"):
         return SELECTORS[method](seed=seed)
     return SELECTORS[method]()
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation import FinetuneConfig
+    from .evaluation.compare import compare, format_table
+
+    finetune = FinetuneConfig(
+        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
+        lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+    )  # fmt: skip
+    methods = [m for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods needs at least one method name, e.g. less,bm25,random.")
+    pool = load_data(args.pool)
+    warmup_config = None
+    if not args.warmup_dir:
+        from .selection.base import budget
+
+        k = budget(len(pool), None if args.n else args.fraction, args.n)
+        warmup_config = WarmupConfig(
+            num_rows=min(len(pool), max(8, k)), epochs=args.warmup_epochs, per_device_batch_size=2,
+            gradient_accumulation_steps=1, lora_r=args.warmup_lora_r, lora_alpha=4 * args.warmup_lora_r,
+            max_length=args.max_length, logging_steps=1,
+        )  # fmt: skip
+    record = compare(
+        pool,
+        _parse_targets(args.target),
+        _parse_targets(args.heldout, "--heldout"),
+        methods=methods,
+        fraction=None if args.n else args.fraction,
+        n=args.n,
+        seeds=args.seeds,
+        model=args.model,
+        output_dir=args.output_dir,
+        finetune_config=finetune,
+        warmup_dir=args.warmup_dir,
+        warmup_config=warmup_config,
+        gradient_config=GradientConfig(max_length=args.max_length),
+        projection_config=ProjectionConfig(dims=[args.dim]),
+        include_base=not args.no_base,
+    )
+    print(format_table(record))
+    print(f"Written: {Path(args.output_dir) / 'compare.json'}, compare.md, compare.png")
+    return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -483,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="less-hf",
         description="LESS targeted data selection for Hugging Face training. "
-        "Stages: warmup → build → select → report / export / push; `info` describes any folder.",
+        "Stages: warmup → build → select → report / export / push; `info` describes any folder; "
+        "`compare` measures which method suits your data.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     parser._less_subparsers = {}  # type: ignore[attr-defined]
@@ -571,6 +616,40 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, TSDSConfig, flag_prefix="tsds-")
     p.set_defaults(func=_cmd_select)
     parser._less_subparsers["select"] = p  # type: ignore[attr-defined]
+
+    p = _subparser(
+        sub, "compare", "Which method suits this data? Select with each, fine-tune briefly, score held-out rows."
+    )
+    _add(p, "--pool", "Pool: .json/.jsonl/.parquet/.csv file, `datasets` folder, or Hub name[:split].", required=True)
+    _add(p, "--target", "A target task's examples the selectors see, as NAME=PATH; repeat for several tasks.",
+         required=True, action="append", metavar="NAME=PATH", default=None)  # fmt: skip
+    _add(p, "--heldout", "The held-out rows of target NAME (disjoint from its examples), as NAME=PATH; one per "
+         "target. Rows with 'choices' and 'answer' also get accuracy.", required=True, action="append",
+         metavar="NAME=PATH", default=None)  # fmt: skip
+    _add(p, "--methods", "Comma-separated methods (name or name@policy, e.g. rds_plus@round_robin).",
+         default="less,bm25,random")  # fmt: skip
+    _add(p, "--fraction", "Fraction of the pool each method selects.", default=0.05, type=_number(float))
+    _add(p, "--n", "Exact rows each method selects (instead of --fraction).", default=None, type=_number(int))
+    _add(p, "--seeds", "Fine-tune seeds per method (sampling methods also select once per seed).", default=3,
+         type=_number(int))  # fmt: skip
+    _add(p, "--model", "Model to select with, fine-tune and evaluate (None: the built-in SmolLM2-135M-Instruct).",
+         default=None, type=model_ref)  # fmt: skip
+    _add(p, "--output_dir", "Where compare.json/.md/.png (and the warmup) go.", default="compare_output")
+    _add(p, "--warmup_dir", "LESS/TSDS warmup checkpoints to reuse (None: warm up into <output_dir>/warmup).",
+         default=None)  # fmt: skip
+    _add(p, "--warmup_epochs", "Warmup epochs (when compare warms up).", default=2, type=_number(int))
+    _add(p, "--warmup_lora_r", "Warmup LoRA rank (alpha = 4 r).", default=128, type=_number(int))
+    _add(p, "--dim", "LESS/TSDS projection dimension.", default=8192, type=_number(int))
+    _add(p, "--epochs", "Fine-tune epochs on each selection.", default=1, type=_number(int))
+    _add(p, "--learning_rate", "Fine-tune learning rate (linear decay).", default=2e-4, type=_number(float))
+    _add(p, "--batch_size", "Fine-tune rows per step.", default=4, type=_number(int))
+    _add(p, "--lora_r", "Fine-tune LoRA rank (alpha = 2 r).", default=16, type=_number(int))
+    _add(p, "--max_length", "Tokens per row for features, warmup and fine-tune (held-out rows: twice this).",
+         default=256, type=_number(int))  # fmt: skip
+    _add(p, "--no_base", "Skip the reference row of the model without fine-tuning.", action="store_true",
+         default=False)  # fmt: skip
+    p.set_defaults(func=_cmd_compare)
+    parser._less_subparsers["compare"] = p  # type: ignore[attr-defined]
 
     p = _subparser(sub, "report", "Write report.html (self-contained) and report.md for a selection folder.")
     p.add_argument("selection_dir", help="A folder written by `less-hf select`.")

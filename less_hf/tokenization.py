@@ -357,6 +357,8 @@ class TokenizedRows:
         check_map_style(dataset, "dataset")
         self._one = _row_tokenizer(dataset, tokenizer, max_length, truncation, desc)
         self._source = dataset.select_columns(feature_columns(dataset)).with_format(None)
+        self.fingerprint = f"{getattr(dataset, '_fingerprint', id(dataset))}-{max_length}-{truncation}"
+        """Names these rows and settings (the dataset's fingerprint, ``max_length``, ``truncation``) for caches."""
         n = len(dataset)
         self.lengths = np.zeros(n, dtype=np.int32)
         self.num_supervised = np.zeros(n, dtype=np.int32)

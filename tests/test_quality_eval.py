@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from benchmarks.quality.evaluate import encode_options, evaluate, option_logprobs, option_logprobs_reference
+from less_hf.evaluation.choices import encode_options, evaluate, option_logprobs, option_logprobs_reference
 
 from conftest import make_model
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.quality.evaluate import evaluate  # noqa: E402
+from less_hf.evaluation.choices import evaluate  # noqa: E402
 
 
 def main() -> None:

@@ -42,11 +42,30 @@ def batch_features(
 ) -> dict[int, torch.Tensor]:
     """One collated batch through the build's pipeline: exact per-example gradients, the optimizer transform, each
     projection. Returns ``{dim: (B, dim) float32}`` on the batch's device (the build copies them to the CPU)."""
+    return batch_features_multi(per_example, batch, (transform,), moments, projectors)[transform]
+
+
+def batch_features_multi(
+    per_example: PerExampleGradients,
+    batch: dict[str, torch.Tensor],
+    transforms: tuple[str, ...],
+    moments,
+    projectors: list[Projector],
+) -> dict[str, dict[int, torch.Tensor]]:
+    """:func:`batch_features` for several transforms from one gradient pass: ``{transform: {dim: (B, dim)}}``.
+
+    The per-example gradient (the forward and backward pass) is computed once; each transform and projection is
+    applied to it, so every transform's features are exactly those :func:`batch_features` gives for it alone.
+    """
     with torch.enable_grad():
         grads, _, _ = per_example(batch)
-    feats = apply_transform(transform, grads, moments)
+    out = {}
+    for transform in sorted(transforms, key=lambda t: t == "sgd"):  # 'sgd' returns the gradient itself: last
+        feats = apply_transform(transform, grads, moments)
+        out[transform] = {p.dim: p.project(feats) for p in projectors}
+        del feats
     del grads
-    return {p.dim: p.project(feats) for p in projectors}
+    return out
 
 
 class GradientFeaturizer:
@@ -144,14 +163,33 @@ class GradientFeaturizer:
 
         Rows with no supervised token get zeros (from the main process; callers mask them out with the valid mask).
         """
-        get_transform(transform)
+        for rows, out in self.features_multi(checkpoint, tokenized, done, (transform,), desc):
+            yield rows, out[transform]
+
+    def features_multi(
+        self,
+        checkpoint: CheckpointInfo,
+        tokenized: TokenizedRows,
+        done: np.ndarray,
+        transforms: tuple[str, ...],
+        desc: str = "Gradients",
+    ) -> Iterator[tuple[np.ndarray, dict[str, dict[int, np.ndarray]]]]:
+        """:meth:`features` for several transforms from one gradient pass: ``(rows, {transform: {dim: features}})``.
+
+        Each row's per-example gradient is computed once and every transform is applied to it (the gradient costs
+        the forward and backward pass; a transform and a projection are cheap), so the features of each transform
+        are exactly those :meth:`features` yields for it alone.
+        """
+        for transform in transforms:
+            get_transform(transform)
         counts = tokenized.num_supervised
         plan = self.batch_plan(tokenized)
         shard = self.shard
         mine = plan.pending(done, shard.rank, shard.world_size)
         empty = np.flatnonzero((counts == 0) & ~done) if shard.rank == 0 else np.zeros(0, dtype=np.int64)
         if len(empty):
-            yield empty, {p.dim: np.zeros((len(empty), p.dim), dtype=np.float32) for p in self.projectors}
+            zeros = {p.dim: np.zeros((len(empty), p.dim), dtype=np.float32) for p in self.projectors}
+            yield empty, {t: {d: z.copy() for d, z in zeros.items()} for t in transforms}
         if not len(mine):
             return
         self.load(checkpoint)
@@ -167,8 +205,8 @@ class GradientFeaturizer:
             for k in mine:
                 rows = plan[int(k)]
                 batch = collate(tokenized.rows(rows), pad_id, self.device)
-                projected = batch_features(self._per_example, batch, transform, self._moments, self.projectors)  # type: ignore[arg-type]
-                out = {dim: y.cpu().numpy() for dim, y in projected.items()}
+                projected = batch_features_multi(self._per_example, batch, transforms, self._moments, self.projectors)  # type: ignore[arg-type]
+                out = {t: {dim: y.cpu().numpy() for dim, y in by_dim.items()} for t, by_dim in projected.items()}
                 del projected
                 yield rows, out
                 bar.update(len(rows))
