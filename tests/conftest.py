@@ -146,3 +146,16 @@ def _less_hf_logs_reach_caplog():
 
     logging.getLogger("less_hf").propagate = True
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_datasets_cache(tmp_path_factory):
+    """`datasets.load_dataset` caches local files by path and modification time; pytest reuses temp-folder names
+    across runs (and concurrent runs), so a shared cache could hand one run another run's rows. Each session gets its
+    own."""
+    import datasets
+
+    previous = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
+    yield
+    datasets.config.HF_DATASETS_CACHE = previous

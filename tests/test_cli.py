@@ -223,7 +223,7 @@ def test_export_and_report_commands(cli_run):
     from datasets import load_dataset
 
     assert main(["export", str(cli_run / "out"), str(cli_run / "export")]) == 0
-    exported = load_dataset(str(cli_run / "export"), name="add", split="train")
+    exported = load_dataset(str(cli_run / "export"), name="add", split="train", cache_dir=str(cli_run / "hf"))
     assert exported.to_list() == load_from_disk(str(cli_run / "out" / "add")).to_list()
     assert main(["report", str(cli_run / "out")]) == 0
     assert (cli_run / "out" / "report.html").stat().st_size > 10_000

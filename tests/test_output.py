@@ -58,10 +58,10 @@ def test_export_round_trips_through_load_dataset(selection_dir, tmp_path):
     ]
     for name in ("add", "capital"):
         original = load_from_disk(str(selection_dir / name))
-        loaded = load_dataset(str(folder), name=name, split="train")
+        loaded = load_dataset(str(folder), name=name, split="train", cache_dir=str(tmp_path / "hf"))
         assert loaded.to_list() == original.to_list()
         assert {"less_score", "less_score_rank", "messages", "source"} <= set(loaded.column_names)
-    default = load_dataset(str(folder), split="train")  # the first target is the default config
+    default = load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "hf"))  # the first target is the default config
     assert default.to_list() == load_from_disk(str(selection_dir / "add")).to_list()
 
 
