@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .dataset import top_indices
 from .provenance import load_scores, load_selection
 
 _CSS = """
@@ -85,8 +86,7 @@ def _overlap(selection_dir: Path, selection: dict[str, Any]) -> tuple[list[str],
     for name in names:
         scores = load_scores(selection_dir, name).astype(np.float64)
         k = selection["targets"][name]["n_selected"]
-        finite = np.flatnonzero(np.isfinite(scores))
-        chosen[name] = set(finite[np.lexsort((finite, -scores[finite]))][:k].tolist())
+        chosen[name] = set(top_indices(scores, k).tolist())
     matrix = np.array([[len(chosen[a] & chosen[b]) for b in names] for a in names])
     return names, matrix
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..output import top_indices
 from .base import as_target_dict
 from .baselines import RDSSelector
 from .features import MeanPoolEncoder
@@ -89,16 +90,7 @@ def example_round_robin(similarity: np.ndarray, k: int) -> np.ndarray:
     """``k`` pool rows from an ``(N, M)`` pool × target-example similarity: each example in turn (in target order)
     adds its most similar row not taken yet (ties: the lower row index first); non-finite similarities are never
     taken."""
-    n = similarity.shape[0]
-    depth = min(n, 2 * k)  # an example's pointer moves once per own pick or per row taken by another: < 2k
-    orders = []
-    for column in similarity.T:
-        finite = np.flatnonzero(np.isfinite(column))
-        if depth < len(finite):
-            part = finite[np.argpartition(-column[finite], depth - 1)[:depth]]
-            cut = column[part].min()
-            part = finite[column[finite] >= cut]  # keep every row tied at the cut, so ties resolve by row index
-        else:
-            part = finite
-        orders.append(part[np.lexsort((part, -column[part]))][:depth])
+    # an example's pointer moves once per own pick or per row taken by another, so its first 2k rows always suffice
+    depth = min(similarity.shape[0], 2 * k)
+    orders = [top_indices(column, depth) for column in similarity.T]  # best first, ties by row, finite only
     return round_robin(orders, k)[0]
